@@ -1,0 +1,84 @@
+"""The ``harness`` command: one sub-command per pipeline stage, each reading its own params section."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from harness.errors import HarnessError
+from harness.params import DEFAULT_PARAMS, load_section
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="minionerec-audit: run and audit MiniOneRec reproductions.")
+err = Console(stderr=True)
+out = Console()
+
+ParamsOpt = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml to read this stage's section from")
+
+
+def _run(fn):
+    try:
+        return fn()
+    except HarnessError as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def data(params: Path = ParamsOpt, out_dir: Path = typer.Option(Path("data/dataset"), "--out")) -> None:
+    """Build the canonical dataset (synthetic generator or an upstream-format data dir)."""
+    from harness.data import run_data
+
+    ds = _run(lambda: run_data(load_section("data", params), out_dir))
+    out.print(f"data: {len(ds.items)} items, {len(ds.interactions)} samples -> {out_dir}")
+
+
+@app.command()
+def sid(params: Path = ParamsOpt) -> None:
+    """Assign semantic IDs to items (residual k-means over MiniLM embeddings, or the shipped index)."""
+    from harness.sid import run_sid
+
+    s = _run(lambda: run_sid(load_section("sid", params)))
+    out.print(f"sid: {s['distinct_sids']} distinct SIDs for {s['items']} items ({s['colliding_items']} colliding)")
+
+
+@app.command()
+def sft(params: Path = ParamsOpt) -> None:
+    """Supervised fine-tuning on the next-SID task."""
+    from harness.train.sft import run_sft
+
+    log = _run(lambda: run_sft(load_section("sft", params)))
+    out.print(f"sft: {log['global_steps']} steps, train loss {log['train_loss']:.4f}")
+
+
+@app.command()
+def evaluate(params: Path = ParamsOpt) -> None:
+    """Constrained beam search on the test split; HR/NDCG/legality for the model and baselines."""
+    from harness.evaluate import run_evaluate
+    from harness.report import metric_table
+
+    m = _run(lambda: run_evaluate(load_section("evaluate", params)))
+    from tabulate import tabulate
+
+    header, rows = metric_table(m)
+    print(tabulate(rows, headers=header, floatfmt=".4f"))
+
+
+@app.command()
+def report(params: Path = ParamsOpt) -> None:
+    """Render reports/report.md and reports/report.html."""
+    from harness.report import run_report
+
+    ctx = _run(lambda: run_report(load_section("report", params)))
+    out.print(ctx["verdict"], highlight=False)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

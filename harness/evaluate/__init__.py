@@ -1,0 +1,94 @@
+"""Evaluate stage: constrained beam search on the test split, upstream-format predictions, HR/NDCG/legality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+
+from harness.data.schema import read_dataset
+from harness.data.upstream_format import read_index_json
+from harness.errors import HarnessError
+from harness.evaluate.baselines import most_popular, repeat_last
+from harness.evaluate.metrics import KS, score
+from harness.io import write_json
+from harness.params import EvaluateParams
+from harness.prompts import next_sid_prompt
+from harness.sid.tokens import catalogue_sids, history_sids, sid_string
+
+
+def load_model(model_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (model_dir / "config.json").is_file():
+        raise HarnessError(f"{model_dir}: not a model directory (config.json missing)")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return model, tokenizer
+
+
+def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
+                 model_dir: str | Path = "models/sft", predictions_path: str | Path = "reports/predictions/sft.json",
+                 metrics_path: str | Path = "reports/metrics.json") -> dict:
+    """Entry point of the ``evaluate`` stage."""
+    from harness.decode.constrained import SidTrie, constrained_beam_search, generation_config
+
+    ds = read_dataset(Path(dataset_dir))
+    index = read_index_json(Path(sid_dir) / "index.json", len(ds.items))
+    rows = [r for r in ds.split("test") if r.target in index]
+    if p.max_rows is not None:
+        rows = rows[: p.max_rows]
+    if not rows:
+        raise HarnessError(f"{dataset_dir}: no test rows with a SID target")
+    catalogue = catalogue_sids(index)
+    num_beams = min(p.num_beams, len(catalogue))
+
+    model, tokenizer = load_model(Path(model_dir))
+    seqs = [tokenizer.convert_tokens_to_ids(index[i]) for i in sorted(index)]
+    if any(t == tokenizer.unk_token_id or t is None for s in seqs for t in s):
+        raise HarnessError(f"{model_dir}: the tokenizer lacks SID tokens of {sid_dir}/index.json")
+    trie = SidTrie(seqs, tokenizer.eos_token_id)
+    prompts = [next_sid_prompt(history_sids(r.history, index)) for r in rows]
+    with Progress(transient=True) as bar:
+        task = bar.add_task("constrained beam search", total=len(prompts))
+        beams = constrained_beam_search(model, tokenizer, prompts, trie, num_beams, p.batch_size,
+                                        progress=lambda n: bar.advance(task, n))
+    predicted = [["".join(tokenizer.convert_ids_to_tokens(b)) for b in res.sequences] for res in beams]
+    targets = [sid_string(index[r.target]) for r in rows]
+    ks = [k for k in KS if k <= num_beams]
+    valid_sids = set(catalogue)
+
+    train = ds.split("train")
+    popular = most_popular(train, index, num_beams)
+    metrics = {
+        "sft": score(predicted, targets, valid_sids, ks),
+        "baselines": {
+            "most_popular": score([popular] * len(rows), targets, valid_sids, ks),
+            "repeat_last": score([repeat_last(r, index) for r in rows], targets, valid_sids, ks),
+        },
+        "protocol": {
+            "split": "test",
+            "rows": len(rows),
+            "num_beams": num_beams,
+            "num_beams_requested": p.num_beams,
+            "catalogue_sids": len(catalogue),
+            "sid_level": True,
+        },
+    }
+    gc = generation_config(num_beams, trie.max_len, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    meta = {k: gc.to_dict().get(k) for k in ("num_beams", "num_return_sequences", "do_sample", "temperature",
+                                              "top_k", "top_p", "repetition_penalty", "length_penalty",
+                                              "max_new_tokens")}
+    metrics["protocol"]["generation"] = meta
+    records = [{"input": pr, "output": t + "\n", "predict": pred} for pr, t, pred in zip(prompts, targets, predicted)]
+    Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
+    write_json(predictions_path, records, indent=4)
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def read_metrics(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

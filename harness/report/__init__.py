@@ -1,0 +1,127 @@
+"""Report stage: render reports/report.md and reports/report.html from the pipeline's artifacts.
+
+HTML is autoescaped; Markdown cells pass through :func:`md_escape`, so text that comes from data
+(titles, category names) can never inject markup into either report.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from tabulate import tabulate
+
+from harness.errors import HarnessError
+from harness.io import write_text
+from harness.params import ReportParams
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "report_templates"
+PACKAGES = ("torch", "transformers", "trl", "tokenizers", "sentence-transformers", "faiss-cpu", "dvc", "numpy")
+MODEL_ROWS = (("sft", "SFT (constrained beams)"), ("most_popular", "Most popular"), ("repeat_last", "Repeat last"))
+
+
+def md_escape(text: object) -> str:
+    """Escape Markdown/HTML control characters in a table cell or inline text."""
+    s = str(text)
+    for ch in "\\`*_{}[]()#+!|<>":
+        s = s.replace(ch, "\\" + ch)
+    return s.replace("\n", " ")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: missing (run the earlier stages: dvc repro)") from None
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"{path}:{e.lineno}: broken JSON: {e.msg}") from None
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def metric_table(metrics: dict) -> tuple[list[str], list[list]]:
+    ks = sorted({int(k.split("@")[1]) for k in metrics["sft"] if k.startswith("hr@")})
+    header = ["model"] + [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["legality"]
+    rows = []
+    for key, label in MODEL_ROWS:
+        m = metrics["sft"] if key == "sft" else metrics["baselines"][key]
+        rows.append([label] + [m[f"hr@{k}"] for k in ks] + [m[f"ndcg@{k}"] for k in ks] + [m["legality_rate"]])
+    return header, rows
+
+
+def verdict(metrics: dict) -> str:
+    sft, pop = metrics["sft"], metrics["baselines"]["most_popular"]
+    k = 10 if "hr@10" in sft else max(int(x.split("@")[1]) for x in sft if x.startswith("hr@"))
+    a, b = sft[f"hr@{k}"], pop[f"hr@{k}"]
+    rel = f"{a / b:.2f}× " if b > 0 else ""
+    outcome = "beats" if a > b else "does not beat"
+    legal = sft["legality_rate"]
+    return (f"The SFT model {outcome} the most-popular baseline on HR@{k} ({a:.4f} vs {b:.4f}, {rel}the baseline) "
+            f"on {metrics['protocol']['rows']} test rows with {metrics['protocol']['num_beams']} constrained beams; "
+            f"{legal:.2%} of its generated SIDs are catalogue SIDs ({sft['illegal_count']} illegal). "
+            "Hits are counted at SID level, so items sharing a SID count as hits for each other.")
+
+
+def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summary: dict, training: dict) -> dict:
+    header, rows = metric_table(metrics)
+    fmt_rows = [[r[0]] + [f"{v:.4f}" for v in r[1:]] for r in rows]
+    curve = [h for h in training.get("log_history", []) if "loss" in h or "eval_loss" in h]
+    return {
+        "title": p.title,
+        "verdict": verdict(metrics),
+        "metric_header": header,
+        "metric_rows": fmt_rows,
+        "metric_markdown": tabulate(fmt_rows, headers=header, tablefmt="github"),
+        "protocol": metrics["protocol"],
+        "data": data_summary,
+        "sid": sid_summary,
+        "training": {k: v for k, v in training.items() if k != "log_history"},
+        "loss_curve": curve,
+        "versions": _versions(),
+        "python": platform.python_version(),
+        "machine": f"{platform.system()} {platform.machine()}, {cpu_model()}",
+    }
+
+
+def run_report(p: ReportParams, metrics_path: str | Path = "reports/metrics.json",
+               dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
+               model_dir: str | Path = "models/sft", out_dir: str | Path = "reports") -> dict:
+    """Entry point of the ``report`` stage."""
+    ctx = build_context(
+        p,
+        _read_json(Path(metrics_path)),
+        _read_json(Path(dataset_dir) / "summary.json"),
+        _read_json(Path(sid_dir) / "summary.json"),
+        _read_json(Path(model_dir) / "training_log.json"),
+    )
+    env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
+                      autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+                      keep_trailing_newline=True)
+    env.filters["md"] = md_escape
+    out = Path(out_dir)
+    md = env.get_template("report.md.j2").render(**ctx)
+    page = env.get_template("report.html.j2").render(**ctx)
+    write_text(out / "report.md", md)
+    write_text(out / "report.html", page)
+    return ctx

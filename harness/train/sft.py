@@ -1,0 +1,113 @@
+"""SFT stage: teach a causal LM to emit the next item's SID from the history's SIDs (trl SFTTrainer).
+
+Loss is on the completion (target SID + EOS) only. With ``select_on_valid`` the checkpoint with the
+lowest valid-split loss is kept, as upstream does (eval every epoch instead of every 5% of steps).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from datasets import Dataset as HFDataset
+
+from harness.data.schema import Dataset, read_dataset
+from harness.data.upstream_format import read_index_json
+from harness.errors import HarnessError
+from harness.io import atomic_dir, write_json
+from harness.params import SftParams
+from harness.prompts import NEXT_SID_TEMPLATE, next_sid_prompt
+from harness.sid.tokens import history_sids, sid_string, vocabulary
+
+TRAINING_LOG = "training_log.json"
+
+
+def next_sid_examples(ds: Dataset, index: dict[int, list[str]], split: str) -> HFDataset:
+    rows = [r for r in ds.split(split) if r.target in index]
+    return HFDataset.from_dict({
+        "prompt": [next_sid_prompt(history_sids(r.history, index)) for r in rows],
+        "completion": [sid_string(index[r.target]) for r in rows],
+    })
+
+
+def tokenizer_corpus(ds: Dataset) -> list[str]:
+    return [NEXT_SID_TEMPLATE] * 50 + [f"{it.title}. {it.brand}. {it.category}." for it in ds.items]
+
+
+def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
+            out_dir: str | Path = "models/sft") -> dict:
+    """Entry point of the ``sft`` stage: writes an HF model folder with its tokenizer and training log."""
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from harness.train.model import scratch_model
+    from harness.train.tokenizer import train_tokenizer
+
+    ds = read_dataset(Path(dataset_dir))
+    index = read_index_json(Path(sid_dir) / "index.json", len(ds.items))
+    train = next_sid_examples(ds, index, "train")
+    if len(train) == 0:
+        raise HarnessError(f"{dataset_dir}: the train split is empty")
+    valid = next_sid_examples(ds, index, "valid") if p.select_on_valid else None
+    select = valid is not None and len(valid) > 0
+
+    set_seed(p.seed)
+    tokenizer = train_tokenizer(tokenizer_corpus(ds), p.model.tokenizer_vocab_size, vocabulary(index))
+    model = scratch_model(p.model, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id,
+                          p.max_length, p.seed)
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir.with_name(f".{out_dir.name}.checkpoints")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=p.epochs,
+        per_device_train_batch_size=p.batch_size,
+        per_device_eval_batch_size=max(p.batch_size, 64),
+        learning_rate=p.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=p.warmup_ratio,
+        weight_decay=p.weight_decay,
+        max_length=p.max_length,
+        completion_only_loss=True,
+        logging_steps=20,
+        eval_strategy="epoch" if select else "no",
+        save_strategy="epoch" if select else "no",
+        load_best_model_at_end=select,
+        metric_for_best_model="eval_loss" if select else None,
+        greater_is_better=False if select else None,
+        save_total_limit=2 if select else None,
+        save_only_model=True,
+        seed=p.seed,
+        data_seed=p.seed,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=valid if select else None,
+                         processing_class=tokenizer)
+    result = trainer.train()
+    log = {
+        "train_examples": len(train),
+        "valid_examples": len(valid) if select else 0,
+        "global_steps": result.global_step,
+        "train_loss": result.training_loss,
+        "best_eval_loss": trainer.state.best_metric,
+        "best_checkpoint_step": _step_of(trainer.state.best_model_checkpoint),
+        "parameters": sum(t.numel() for t in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "sid_tokens": len(vocabulary(index)),
+        "log_history": trainer.state.log_history,
+    }
+    with atomic_dir(out_dir) as tmp:
+        trainer.model.generation_config.eos_token_id = tokenizer.eos_token_id
+        trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / TRAINING_LOG, log)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return log
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None

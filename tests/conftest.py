@@ -1,0 +1,45 @@
+"""Shared fixtures. Tests that need ../shared skip on a user's machine and fail in CI (HARNESS_REQUIRE_SHARED=1)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_AMAZON = REPO.parent / "shared" / "upstream-data" / "Amazon"
+CATEGORY = "Industrial_and_Scientific"
+
+
+@pytest.fixture(scope="session")
+def shared_amazon() -> Path:
+    if not (SHARED_AMAZON / "index" / f"{CATEGORY}.item.json").is_file():
+        msg = f"real upstream data not found at {SHARED_AMAZON}"
+        if os.environ.get("HARNESS_REQUIRE_SHARED") == "1":
+            pytest.fail(msg + " (HARNESS_REQUIRE_SHARED=1)")
+        pytest.skip(msg)
+    return SHARED_AMAZON
+
+
+@pytest.fixture(scope="session")
+def small_synthetic():
+    """A small generated dataset plus a deterministic 3-level SID index (no embedding model needed)."""
+    from harness.data.synthetic import generate
+    from harness.params import SyntheticParams
+    from harness.sid.tokens import codes_to_tokens
+
+    ds = generate(SyntheticParams(n_items=40, n_users=60, seed=3), 10, (0.8, 0.1, 0.1))
+    index = {it.id: codes_to_tokens([it.id % 5, (it.id // 5) % 4, it.id // 20]) for it in ds.items}
+    return ds, index
+
+
+@pytest.fixture()
+def upstream_dir(tmp_path, small_synthetic) -> Path:
+    """A small, valid upstream-format data dir written by our writer."""
+    from harness.data.upstream_format import write_upstream_dir
+
+    ds, index = small_synthetic
+    d = tmp_path / "Amazon"
+    write_upstream_dir(ds, d, "Toy", index)
+    return d

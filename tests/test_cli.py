@@ -1,0 +1,106 @@
+"""The ``harness`` command as a user meets it: stages on real data, clear errors, no partial output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import harness
+from harness.errors import ParamsError
+from harness.params import load_section
+
+HARNESS = [sys.executable, "-m", "harness.cli"]
+
+
+def _run(args, cwd):
+    return subprocess.run([*HARNESS, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _params(tmp_path: Path, doc: dict) -> Path:
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def test_import_forces_offline_switches():
+    for key, value in harness.OFFLINE_ENV.items():
+        assert os.environ[key] == value
+
+
+def test_unknown_params_key_is_named(tmp_path):
+    p = _params(tmp_path, {"sft": {"epochs": 1, "learning_rat": 0.1}})
+    with pytest.raises(ParamsError) as e:
+        load_section("sft", p)
+    assert e.value.key == "sft.learning_rat" and str(p) in str(e.value)
+
+
+def test_ill_typed_params_value_is_named(tmp_path):
+    p = _params(tmp_path, {"evaluate": {"num_beams": "many"}})
+    r = _run(["evaluate", "--params", str(p)], tmp_path)
+    assert r.returncode != 0
+    assert "evaluate.num_beams" in r.stderr and str(p) in r.stderr
+    assert not (tmp_path / "reports").exists()
+
+
+def test_broken_yaml_names_line(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("data:\n  source: synthetic\n  split: [0.8, 0.1\n")
+    r = _run(["data", "--params", str(p)], tmp_path)
+    assert r.returncode != 0 and f"{p}:" in r.stderr and "invalid YAML" in r.stderr
+
+
+def test_bad_upstream_csv_exits_nonzero_names_line_and_writes_nothing(tmp_path, upstream_dir):
+    csv_path = upstream_dir / "test" / "Toy_5_2016-10-2018-11.csv"
+    lines = csv_path.read_text().split("\n")
+    lines[5] = lines[5][:-20]  # truncate a row mid-field
+    csv_path.write_text("\n".join(lines))
+    p = _params(tmp_path, {"data": {"source": "upstream", "upstream": {"dir": str(upstream_dir), "category": "Toy"}}})
+    r = _run(["data", "--params", str(p), "--out", str(tmp_path / "out")], tmp_path)
+    assert r.returncode == 2
+    assert f"{csv_path}:6" in r.stderr.replace("\n", "")
+    assert not (tmp_path / "out").exists()
+    assert r.stderr.count("error:") == 1
+
+
+def test_data_and_shipped_sid_on_real_industrial(tmp_path, shared_amazon):
+    """source=upstream with valid_as_train, then sid.method=shipped, through the CLI as dvc runs it."""
+    p = _params(tmp_path, {
+        "data": {"source": "upstream", "upstream": {"dir": str(shared_amazon), "valid_as_train": True}},
+        "sid": {"method": "shipped"},
+    })
+    r = _run(["data", "--params", str(p)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "data/dataset/summary.json").read_text())
+    assert summary["splits"]["train"]["rows"] == 4532 and summary["splits"]["valid"]["rows"] == 0
+    assert summary["splits"]["test"]["rows"] == 4533 and summary["valid_as_train"] is True
+    r = _run(["sid", "--params", str(p)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    sid = json.loads((tmp_path / "data/sid/summary.json").read_text())
+    assert sid["distinct_sids"] == 3670 and sid["colliding_items"] == 31
+    # the shipped index passes through unchanged, and the export is upstream's layout
+    shipped = json.loads((shared_amazon / "index/Industrial_and_Scientific.index.json").read_text())
+    assert json.loads((tmp_path / "data/sid/index.json").read_text()) == shipped
+    export = tmp_path / "data/sid/upstream"
+    assert (export / "test/Industrial_and_Scientific_5_2016-10-2018-11.csv").read_bytes() == (
+        shared_amazon / "test/Industrial_and_Scientific_5_2016-10-2018-11.csv").read_bytes()
+
+
+def test_upstream_source_without_train_csv_needs_the_protocol_option(tmp_path, shared_amazon):
+    p = _params(tmp_path, {"data": {"source": "upstream", "upstream": {"dir": str(shared_amazon)}}})
+    r = _run(["data", "--params", str(p)], tmp_path)
+    assert r.returncode == 2 and "valid_as_train" in r.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_shipped_sids_need_a_source_that_ships_them(tmp_path):
+    p = _params(tmp_path, {"data": {"synthetic": {"n_items": 30, "n_users": 20}}, "sid": {"method": "shipped"}})
+    assert _run(["data", "--params", str(p)], tmp_path).returncode == 0
+    r = _run(["sid", "--params", str(p)], tmp_path)
+    assert r.returncode == 2 and "sid.method" in r.stderr
+    assert not (tmp_path / "data/sid").exists()

@@ -1,0 +1,73 @@
+"""Constrained beam search never leaves the catalogue, fails closed, and ignores a model's sampling defaults."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from harness.decode.constrained import SidConstraint, SidTrie, constrained_beam_search
+from harness.prompts import next_sid_prompt
+from harness.sid.tokens import codes_to_tokens, sid_string, vocabulary
+from harness.train.tokenizer import train_tokenizer
+
+
+def _setup(seed: int, n_items: int = 60, k: int = 6):
+    rng = random.Random(seed)
+    index = {i: codes_to_tokens([rng.randrange(k), rng.randrange(k), rng.randrange(k)]) for i in range(n_items)}
+    tok = train_tokenizer(["drills, flasks and safety glasses for the lab"] * 20, 300, vocabulary(index))
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, bos_token_id=None)
+    model = LlamaForCausalLM(cfg)
+    trie = SidTrie([tok.convert_tokens_to_ids(t) for t in index.values()], tok.eos_token_id)
+    prompts = [next_sid_prompt([sid_string(index[(j * 7 + i) % n_items]) for i in range(1 + j % 6)])
+               for j in range(12)]
+    return index, tok, model, trie, prompts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_beam_is_a_catalogue_sid(seed):
+    index, tok, model, trie, prompts = _setup(seed)
+    catalogue = {sid_string(t) for t in index.values()}
+    beams = 30
+    res = constrained_beam_search(model, tok, prompts, trie, beams, batch_size=5)
+    assert len(res) == len(prompts)
+    for r in res:
+        strings = ["".join(tok.convert_ids_to_tokens(b)) for b in r.sequences]
+        assert len(strings) == beams
+        assert all(s in catalogue for s in strings)
+        assert len(set(strings)) == beams  # beams are distinct SIDs
+        assert r.scores == sorted(r.scores, reverse=True)
+
+
+def test_constraint_fails_closed():
+    trie = SidTrie([[10, 20, 30], [10, 21, 31]], eos_id=2)
+    assert trie.allowed(()).tolist() == [10]
+    assert trie.allowed((10,)).tolist() == [20, 21]
+    assert trie.allowed((10, 20, 30)).tolist() == [2]
+    assert trie.allowed((99,)).tolist() == [2]  # unknown prefix: EOS only, never unconstrained
+    proc = SidConstraint(trie, prompt_len=1)
+    scores = torch.zeros(2, 40)
+    scores[:, 35] = 100.0  # the model loves an illegal token
+    out = proc(torch.tensor([[5, 10], [5, 99]]), scores)
+    assert out[0].argmax().item() in (20, 21)
+    assert out[1].argmax().item() == 2
+    assert torch.isinf(out[0, 35]) and torch.isinf(out[1, 35])
+
+
+def test_model_generation_config_cannot_turn_beams_into_sampling():
+    """Hazard H1: a checkpoint shipping sampling defaults must not change the ranked beams."""
+    index, tok, model, trie, prompts = _setup(5)
+    clean = constrained_beam_search(model, tok, prompts, trie, 20, batch_size=4)
+    model.generation_config.do_sample = True
+    model.generation_config.temperature = 0.3
+    model.generation_config.top_k = 2
+    model.generation_config.top_p = 0.5
+    model.generation_config.repetition_penalty = 1.3
+    torch.manual_seed(123)
+    leaky = constrained_beam_search(model, tok, prompts, trie, 20, batch_size=4)
+    assert [r.sequences for r in leaky] == [r.sequences for r in clean]

@@ -1,0 +1,123 @@
+"""One real `dvc repro` of the whole pipeline on a CI-sized profile, then the DVC workflows a user relies on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+TINY = {
+    "data": {"synthetic": {"n_items": 80, "n_users": 200}},
+    "sid": {"codebook_size": 8},
+    "sft": {"epochs": 2, "model": {"hidden_size": 32, "num_layers": 1, "intermediate_size": 64,
+                                   "tokenizer_vocab_size": 300}},
+    "evaluate": {"num_beams": 20, "max_rows": 60},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    for name in ("harness", "report_templates"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root)
+    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "dvc", "init", "-q")
+    sh(root, "dvc", "config", "core.analytics", "false")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "tiny pipeline")
+    return root
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def reproduced(project) -> Path:
+    sh(project, "dvc", "repro")
+    return project
+
+
+def test_repro_writes_every_stage_output(reproduced):
+    for path in ("data/dataset/items.jsonl", "data/dataset/interactions.jsonl", "data/sid/index.json",
+                 "data/sid/upstream/info/synthetic_5_2016-10-2018-11.txt", "models/sft/config.json",
+                 "models/sft/tokenizer.json", "reports/predictions/sft.json", "reports/metrics.json",
+                 "reports/report.md", "reports/report.html"):
+        assert (reproduced / path).is_file(), path
+
+
+def test_metrics_schema_and_predictions(reproduced):
+    m = json.loads((reproduced / "reports/metrics.json").read_text())
+    ks = (1, 3, 5, 10, 20)
+    for block in (m["sft"], m["baselines"]["most_popular"], m["baselines"]["repeat_last"]):
+        for k in ks:
+            assert 0.0 <= block[f"ndcg@{k}"] <= block[f"hr@{k}"] <= 1.0
+        assert "hr@50" not in block  # cut-offs above the beam count are not reported
+        assert 0.0 <= block["legality_rate"] <= 1.0
+    assert m["sft"]["legality_rate"] == 1.0 and m["sft"]["illegal_count"] == 0
+    assert m["protocol"]["rows"] == 60 and m["protocol"]["num_beams"] == 20
+    assert m["protocol"]["generation"]["do_sample"] is False
+    preds = json.loads((reproduced / "reports/predictions/sft.json").read_text())
+    assert len(preds) == 60
+    assert set(preds[0]) == {"input", "output", "predict"} and len(preds[0]["predict"]) == 20
+    assert preds[0]["output"].endswith("\n")
+
+
+def test_report_shows_model_and_baseline(reproduced):
+    html = (reproduced / "reports/report.html").read_text()
+    md = (reproduced / "reports/report.md").read_text()
+    for text in (html, md):
+        assert "SFT (constrained beams)" in text and "Most popular" in text and "HR@10" in text
+
+
+def test_second_repro_has_nothing_to_do(reproduced):
+    out = sh(reproduced, "dvc", "repro")
+    assert "Data and pipelines are up to date" in out
+    status = sh(reproduced, "dvc", "status")
+    assert "up to date" in status
+
+
+def test_metrics_show(reproduced):
+    shown = json.loads(sh(reproduced, "dvc", "metrics", "show", "--json"))
+    data = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
+    assert "hr@10" in data["sft"]
+
+
+def test_exp_run_with_a_param_override_is_listed(reproduced):
+    sh(reproduced, "git", "add", "-A")
+    sh(reproduced, "git", "commit", "-qm", "baseline run")
+    out = sh(reproduced, "dvc", "exp", "run", "-S", "evaluate.num_beams=10", "-n", "beams10")
+    # only the stages downstream of the changed section run again
+    assert "Stage 'sft' didn't change, skipping" in out and "Running stage 'evaluate'" in out
+    shown = json.loads(sh(reproduced, "dvc", "exp", "show", "--json"))
+    exps = [e for entry in shown for ex in (entry.get("experiments") or []) for e in ex["revs"]]
+    named = [e for e in exps if e.get("name") == "beams10"]
+    assert named, f"experiment not listed: {[e.get('name') for e in exps]}"
+    data = named[0]["data"]
+    assert data["params"]["params.yaml"]["data"]["evaluate"]["num_beams"] == 10
+    assert "hr@10" in data["metrics"]["reports/metrics.json"]["data"]["sft"]
