@@ -97,16 +97,22 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         "parameters": sum(t.numel() for t in model.parameters()),
         "vocab_size": len(tokenizer),
         "sid_tokens": len(vocabulary(index)),
-        "log_history": trainer.state.log_history,
+        "log_history": [_without_timings(h) for h in trainer.state.log_history],
     }
     with atomic_dir(out_dir) as tmp:
         trainer.model.generation_config.eos_token_id = tokenizer.eos_token_id
         trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
         trainer.save_model(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing here ever loads it
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / TRAINING_LOG, log)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return log
+
+
+def _without_timings(entry: dict) -> dict:
+    """Wall-clock figures differ run to run; keeping them out makes the model dir hash reproducible."""
+    return {k: v for k, v in entry.items() if "runtime" not in k and "per_second" not in k}
 
 
 def _step_of(checkpoint: str | None) -> int | None:
