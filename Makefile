@@ -5,12 +5,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test install lock clean
+.PHONY: repro test install lock clean submodule-gitdir upstream
 
-repro: $(STAMP)
+repro: $(STAMP) submodule-gitdir
 	dvc repro
 
-test: $(STAMP)
+test: $(STAMP) submodule-gitdir
 	$(PY) -m pytest
 
 install: $(STAMP)
@@ -18,9 +18,31 @@ install: $(STAMP)
 # Reinstall whenever the lock file or the package metadata changes.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 \
+	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# `dvc exp run` stashes the workspace with dulwich, which turns an uninitialised submodule into a
+# gitfile pointing at <git-dir>/modules/upstream; with no repository there, every later git command
+# fails ("not a git repository"). An empty repository there, whose origin is the submodule's URL,
+# keeps git working and lets a later `git submodule update --init` fetch into it. No-op once the
+# submodule is initialised, or outside a git checkout.
+GITDIR := $(shell git rev-parse --git-common-dir 2>/dev/null)
+submodule-gitdir:
+	@if [ -n "$(GITDIR)" ] && [ ! -e "$(GITDIR)/modules/upstream" ] && [ ! -e upstream/.git ]; then \
+	  m="$(GITDIR)/modules/upstream"; \
+	  git init -q --bare "$$m" && git --git-dir="$$m" config core.bare false && \
+	  git --git-dir="$$m" config core.worktree ../../../upstream && \
+	  git --git-dir="$$m" remote add origin "$$(git config -f .gitmodules submodule.upstream.url)" && \
+	  echo "prepared $$m for the uninitialised upstream submodule"; fi
+
+# Check out the pinned upstream code (needs access to GitHub), replacing the empty placeholder above.
+upstream:
+	@m="$(GITDIR)/modules/upstream"; \
+	if [ -d "$$m" ] && ! git --git-dir="$$m" rev-parse -q --verify HEAD >/dev/null; then \
+	  rm -rf "$$m" upstream/.git; fi
+	git submodule update --init upstream
 
 # Re-resolve the pins from pyproject.toml in a scratch venv (needs the package registries).
 lock:

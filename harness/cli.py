@@ -20,6 +20,9 @@ ParamsOpt = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml to read t
 
 
 def _run(fn):
+    from harness.console import quiet_libraries
+
+    quiet_libraries()
     try:
         return fn()
     except HarnessError as e:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
 
+from harness.console import progress
 from harness.data.schema import read_dataset
 from harness.data.upstream_format import read_index_json
 from harness.errors import HarnessError
@@ -52,8 +52,8 @@ def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", si
         raise HarnessError(f"{model_dir}: the tokenizer lacks SID tokens of {sid_dir}/index.json")
     trie = SidTrie(seqs, tokenizer.eos_token_id)
     prompts = [next_sid_prompt(history_sids(r.history, index)) for r in rows]
-    with Progress(transient=True) as bar:
-        task = bar.add_task("constrained beam search", total=len(prompts))
+    with progress() as bar:
+        task = bar.add_task(f"constrained beam search ({num_beams} beams)", total=len(prompts))
         beams = constrained_beam_search(model, tokenizer, prompts, trie, num_beams, p.batch_size,
                                         progress=lambda n: bar.advance(task, n))
     predicted = [["".join(tokenizer.convert_ids_to_tokens(b)) for b in res.sequences] for res in beams]

@@ -41,6 +41,9 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
+    from transformers import PrinterCallback
+
+    from harness.train.callbacks import RichProgress
     from harness.train.model import scratch_model
     from harness.train.tokenizer import train_tokenizer
 
@@ -83,9 +86,11 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        disable_tqdm=True,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=valid if select else None,
-                         processing_class=tokenizer)
+                         processing_class=tokenizer, callbacks=[RichProgress("sft")])
+    trainer.remove_callback(PrinterCallback)  # RichProgress reports instead
     result = trainer.train()
     log = {
         "train_examples": len(train),

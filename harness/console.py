@@ -1,0 +1,41 @@
+"""Terminal output: rich progress for long work, and the third-party noise that hides it switched off."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, fragment: str):
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Replace the libraries' tqdm bars and known-benign notices with our own rich output."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    # trl's SFTConfig still passes the old name; transformers warns on every run.
+    warnings.filterwarnings("ignore", message=r".*`gradient_checkpointing` is deprecated.*", category=FutureWarning)
+    # Sampling knobs are pinned on purpose for beam search (hazard H1); the notice that they are unused is noise.
+    for name in ("transformers.generation.configuration_utils", "transformers.generation.utils"):
+        logging.getLogger(name).addFilter(_DropMessage("generation flags are not valid"))
+    # Reloading the best checkpoint of a model with tied embeddings: lm_head is the embedding, not missing.
+    logging.getLogger("transformers.trainer").addFilter(_DropMessage("missing keys in the checkpoint model loaded: ['lm_head.weight']"))
+
+
+def progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)
