@@ -147,3 +147,17 @@ def test_multiline_quoted_field_keeps_physical_line_numbers(upstream_dir):
     _edit_csv_line(csv_path, 4, lambda s: s + ",extra")  # physical line 4 = record 3 after the split row
     err = _error(upstream_dir)
     assert err.line == 4
+
+
+def test_info_txt_wrong_field_count_and_title_mismatch(upstream_dir):
+    info = upstream_dir / "info" / "Toy_5_2016-10-2018-11.txt"
+    lines = info.read_text().split("\n")
+    sid, title, iid = lines[2].split("\t")
+    lines[2] = "\t".join([sid, "Another title", iid])
+    info.write_text("\n".join(lines))
+    err = _error(upstream_dir)
+    assert err.path == str(info) and err.line == 3 and "title differs" in err.detail
+    lines[2] = f"{sid}\t{iid}"
+    info.write_text("\n".join(lines))
+    err = _error(upstream_dir)
+    assert err.line == 3 and "3 tab-separated fields" in err.detail

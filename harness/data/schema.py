@@ -71,6 +71,8 @@ class Dataset:
         }
 
 
+# Keys Dataset.summary() computes itself; every other summary key is source metadata.
+SUMMARY_KEYS = frozenset({"name", "items", "interactions", "has_timestamps", "has_shipped_sids", "splits"})
 ITEMS_FILE = "items.jsonl"
 INTERACTIONS_FILE = "interactions.jsonl"
 SID_INDEX_FILE = "sid_index.json"
@@ -145,5 +147,5 @@ def read_dataset(in_dir: Path) -> Dataset:
 
         sid_index = read_index_json(sid_path, n_items)
     summary = json.loads((in_dir / SUMMARY_FILE).read_text(encoding="utf-8")) if (in_dir / SUMMARY_FILE).exists() else {}
-    meta = {k: v for k, v in summary.items() if k not in Dataset("", [], []).summary()}
+    meta = {k: v for k, v in summary.items() if k not in SUMMARY_KEYS}
     return Dataset(name=summary.get("name", in_dir.name), items=items, interactions=rows, sid_index=sid_index, meta=meta)

@@ -20,6 +20,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from typing import NoReturn
 
 from harness.data.schema import SPLITS, Dataset, Interaction, Item
 from harness.errors import DataFormatError
@@ -96,7 +97,7 @@ def _load_json_object(path: Path) -> tuple[dict, dict[str, int]]:
     return obj, lines
 
 
-def _raise_at_key(path: Path, text: str, key: str, message: str):
+def _raise_at_key(path: Path, text: str, key: str, message: str) -> NoReturn:
     m = re.search(r'"' + re.escape(key) + r'"\s*:', text)
     line = text.count("\n", 0, m.start()) + 1 if m else 1
     raise DataFormatError(path, line, message)
@@ -179,11 +180,12 @@ def read_info_txt(path: Path, items: list[Item], index: dict[int, list[str]], co
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataFormatError(path, raw[: e.start].count(b"\n") + 1, "not valid UTF-8") from None
-    n = 0
-    for n, line in enumerate(text.split("\n"), 1):
-        if line == "" and n == text.count("\n") + 1:
-            n -= 1
-            break
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start another
+    if not lines:
+        raise DataFormatError(path, 1, "empty file")
+    for n, line in enumerate(lines, 1):
         parts = line.split("\t")
         if len(parts) != 3:
             raise DataFormatError(path, n, f"expected 3 tab-separated fields (SID, title, item_id), got {len(parts)}")
@@ -197,9 +199,7 @@ def read_info_txt(path: Path, items: list[Item], index: dict[int, list[str]], co
                       f"item {iid}: SID {sid!r} differs from index.json {''.join(index[iid])!r}")
         counter.check(title == items[iid].title, "title_mismatch", path, n,
                       f"item {iid}: title differs from item.json")
-    if n == 0:
-        raise DataFormatError(path, 1, "empty file")
-    return n
+    return len(lines)
 
 
 def write_info_txt(path: Path, items: list[Item], index: dict[int, list[str]]) -> None:

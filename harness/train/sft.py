@@ -7,6 +7,7 @@ lowest valid-split loss is kept, as upstream does (eval every epoch instead of e
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -60,8 +61,9 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     model = scratch_model(p.model, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id,
                           p.max_length, p.seed)
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir.with_name(f".{out_dir.name}.checkpoints")
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Per-run scratch dir: a concurrent or orphaned run can never swap checkpoints with this one.
+    ckpt_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.checkpoints-", dir=out_dir.parent))
     args = SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=p.epochs,
@@ -91,7 +93,11 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=valid if select else None,
                          processing_class=tokenizer, callbacks=[RichProgress("sft")])
     trainer.remove_callback(PrinterCallback)  # RichProgress reports instead
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except BaseException:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        raise
     log = {
         "train_examples": len(train),
         "valid_examples": len(valid) if select else 0,
