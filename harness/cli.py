@@ -61,13 +61,13 @@ def sft(params: Path = ParamsOpt) -> None:
 def evaluate(params: Path = ParamsOpt) -> None:
     """Constrained beam search on the test split; HR/NDCG/legality for the model and baselines."""
     from harness.evaluate import run_evaluate
-    from harness.report import metric_table
-
-    m = _run(lambda: run_evaluate(load_section("evaluate", params)))
     from tabulate import tabulate
 
-    header, rows = metric_table(m)
-    print(tabulate(rows, headers=header, floatfmt=".4f"))
+    from harness.report import metric_tables
+
+    m = _run(lambda: run_evaluate(load_section("evaluate", params)))
+    for header, rows in metric_tables(m).values():
+        print(tabulate(rows, headers=header, disable_numparse=True), end="\n\n")
 
 
 @app.command()

@@ -60,14 +60,16 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def metric_table(metrics: dict) -> tuple[list[str], list[list]]:
+def metric_tables(metrics: dict) -> dict[str, tuple[list[str], list[list]]]:
+    """Two tables (HR@K with legality, NDCG@K), one row per model or baseline, formatted to 4 places."""
     ks = sorted({int(k.split("@")[1]) for k in metrics["sft"] if k.startswith("hr@")})
-    header = ["model"] + [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["legality"]
-    rows = []
-    for key, label in MODEL_ROWS:
-        m = metrics["sft"] if key == "sft" else metrics["baselines"][key]
-        rows.append([label] + [m[f"hr@{k}"] for k in ks] + [m[f"ndcg@{k}"] for k in ks] + [m["legality_rate"]])
-    return header, rows
+    blocks = [(label, metrics["sft"] if key == "sft" else metrics["baselines"][key]) for key, label in MODEL_ROWS]
+    hr = (["model"] + [f"HR@{k}" for k in ks] + ["legality", "illegal"],
+          [[label] + [f"{m[f'hr@{k}']:.4f}" for k in ks] + [f"{m['legality_rate']:.4f}", m["illegal_count"]]
+           for label, m in blocks])
+    ndcg = (["model"] + [f"NDCG@{k}" for k in ks],
+            [[label] + [f"{m[f'ndcg@{k}']:.4f}" for k in ks] for label, m in blocks])
+    return {"Hit rate": hr, "NDCG": ndcg}
 
 
 def verdict(metrics: dict) -> str:
@@ -84,15 +86,14 @@ def verdict(metrics: dict) -> str:
 
 
 def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summary: dict, training: dict) -> dict:
-    header, rows = metric_table(metrics)
-    fmt_rows = [[r[0]] + [f"{v:.4f}" for v in r[1:]] for r in rows]
+    tables = metric_tables(metrics)
     curve = [h for h in training.get("log_history", []) if "loss" in h or "eval_loss" in h]
     return {
         "title": p.title,
         "verdict": verdict(metrics),
-        "metric_header": header,
-        "metric_rows": fmt_rows,
-        "metric_markdown": tabulate(fmt_rows, headers=header, tablefmt="github"),
+        "metric_tables": tables,
+        "metric_markdown": {name: tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
+                            for name, (header, rows) in tables.items()},
         "protocol": metrics["protocol"],
         "data": data_summary,
         "sid": sid_summary,
