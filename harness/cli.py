@@ -71,6 +71,32 @@ def evaluate(params: Path = ParamsOpt) -> None:
 
 
 @app.command()
+def score(
+    predictions: Path = typer.Option(..., "--predictions", help="result JSON in upstream's format"),
+    info: Path = typer.Option(..., "--info", help="upstream info file (SID<TAB>title<TAB>item_id)"),
+    out_path: Path = typer.Option(..., "--out", help="where to write the metrics JSON"),
+) -> None:
+    """Score an upstream-format result JSON exactly as upstream's calc.py does, plus collision-aware metrics."""
+    from tabulate import tabulate
+
+    from harness.evaluate.score import read_info_sids, read_predictions, score_records
+    from harness.io import write_json
+
+    def go() -> dict:
+        m = score_records(read_predictions(predictions), read_info_sids(info))
+        write_json(out_path, m)
+        return m
+
+    m = _run(go)
+    ks = [k.split("@")[1] for k in m if k.startswith("hr@")]
+    rows = [[f"@{k}", m[f"hr@{k}"], m[f"ndcg@{k}"], m[f"collision_aware_hr@{k}"], m[f"collision_aware_ndcg@{k}"]]
+            for k in ks]
+    print(tabulate(rows, headers=["K", "HR", "NDCG", "collision-aware HR", "collision-aware NDCG"], floatfmt=".6f"))
+    print(f"rows {m['rows']}, beams {m['beams']}, illegal (calc.py CC) {m['illegal_count']}, "
+          f"legality {m['legality_rate']:.6f}, rows with repeated beams {m['duplicate_rows']} -> {out_path}")
+
+
+@app.command()
 def report(params: Path = ParamsOpt) -> None:
     """Render reports/report.md and reports/report.html."""
     from harness.report import run_report

@@ -1,57 +1,116 @@
-"""HR/NDCG and legality against hand-computed cases."""
+"""The upstream-compatible scorer against hand-computed cases (calc.py semantics, spec §1.7)."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 
-from harness.evaluate.baselines import most_popular, repeat_last
-from harness.evaluate.metrics import first_hit_rank, hr_ndcg, legality, score
 from harness.data.schema import Interaction
+from harness.evaluate.baselines import most_popular, repeat_last
+from harness.evaluate.score import read_predictions, score_records
+
+INFO = ["<a_1>", "<a_2>", "<a_3>", "<a_4>", "<a_5>", "<a_5>"]  # <a_5> is shared by two items
 
 
-def test_first_hit_rank_is_first_match():
-    assert first_hit_rank(["x", "t", "t"], "t") == 1
-    assert first_hit_rank(["x", "y"], "t") is None
-    assert first_hit_rank([], "t") is None
+def rec(target: str, *beams: str) -> dict:
+    return {"input": "x", "output": target + "\n", "predict": list(beams)}
 
 
-def test_hr_ndcg_hand_computed():
-    ranks = [0, 2, None, 9]
-    m = hr_ndcg(ranks, ks=(1, 3, 10))
-    assert m["hr@1"] == 0.25
-    assert m["hr@3"] == 0.5
-    assert m["hr@10"] == 0.75
-    assert m["ndcg@1"] == 0.25
-    assert m["ndcg@3"] == pytest.approx((1 + 1 / math.log2(4)) / 4)  # = 0.375
-    assert m["ndcg@10"] == pytest.approx((1 + 0.5 + 1 / math.log2(11)) / 4)
+def calc_ndcg(ranks, k, n):
+    """NDCG as calc.py accumulates it: sum of 1/ln(r+2), then / n / (1/ln 2)."""
+    acc = 0.0
+    for r in ranks:
+        if r is not None and r < k:
+            acc += 1 / math.log(r + 2)
+    return acc / n / (1.0 / math.log(2))
+
+
+def test_three_rows_hand_computed():
+    rows = [rec("<a_1>", "<a_1>", "<a_2>", "<a_3>"),   # hit at rank 0
+            rec("<a_1>", "<a_2>", "<a_3>", "<a_1>"),   # hit at rank 2
+            rec("<a_4>", "<a_2>", "<zz>", "<a_3>")]    # miss, one illegal beam
+    m = score_records(rows, INFO)
+    assert [k for k in m if k.startswith("hr@")] == ["hr@1", "hr@3"]  # cut-offs up to the beam count (3)
+    assert m["hr@1"] == 1 / 3 and m["hr@3"] == 2 / 3
+    assert m["ndcg@3"] == calc_ndcg([0, 2, None], 3, 3)
+    assert m["ndcg@3"] == pytest.approx((1 + 0.5) / 3, abs=1e-15)
+    assert m["illegal_count"] == 1 and m["legality_rate"] == pytest.approx(8 / 9)
+    assert m["rows"] == 3 and m["beams"] == 3 and m["duplicate_rows"] == 0
+
+
+def test_cc_counts_beams_before_and_at_the_hit_and_all_beams_of_a_miss():
+    rows = [rec("<a_1>", "<x>", "<a_1>", "<y>", "<z>"),  # 1 illegal before the hit; after it nothing counts
+            rec("<a_2>", "<x>", "<y>", "<a_3>", "<z>")]  # miss: 3 illegal
+    m = score_records(rows, INFO)
+    assert m["illegal_count"] == 4
+    assert m["legality_rate"] == pytest.approx(2 / 8)  # legality looks at every beam
+
+
+def test_strings_are_cleaned_like_calc_py():
+    rows = [{"input": "", "output": ' "<a_2>"\n', "predict": ['"<a_1>"', '  <a_2>\n']},
+            {"input": "", "output": ["<a_3>", "ignored"], "predict": ["<a_3>\n", "<a_1>"]}]
+    m = score_records(rows, INFO)
+    assert m["hr@1"] == 0.5 and m["illegal_count"] == 0
+
+
+def test_collision_aware_metrics_split_a_shared_sid():
+    rows = [rec("<a_5>", "<a_5>", "<a_1>"), rec("<a_1>", "<a_2>", "<a_1>")]
+    m = score_records(rows, INFO)
+    assert m["hr@1"] == 0.5 and m["collision_aware_hr@1"] == 0.25
+    assert m["collision_aware_ndcg@1"] == pytest.approx(0.25)
+    assert m["ndcg@1"] == pytest.approx(0.5)
+
+
+def test_duplicate_beams_and_fixed_cutoffs():
+    rows = [rec("<a_1>", "<a_2>", "<a_2>"), rec("<a_1>", "<a_1>", "<a_3>")]
+    m = score_records(rows, INFO, ks=[1, 3, 5])
+    assert m["duplicate_rows"] == 1
+    assert m["hr@5"] == m["hr@3"] == m["hr@1"] == 0.5
 
 
 def test_rank_equal_to_k_is_a_miss():
-    assert hr_ndcg([3], ks=(3,)) == {"hr@3": 0.0, "ndcg@3": 0.0}
+    m = score_records([rec("<a_4>", "<a_1>", "<a_2>", "<a_3>", "<a_4>")], INFO, ks=[3, 5])
+    assert m["hr@3"] == 0.0 and m["ndcg@3"] == 0.0 and m["hr@5"] == 1.0
 
 
-def test_score_three_rows_like_calc_py():
-    """Three rows: hit at rank 0, hit at rank 2, miss; one illegal string in the miss row."""
-    cat = {"<a_1>", "<a_2>", "<a_3>", "<a_4>"}
-    preds = [["<a_1>", "<a_2>", "<a_3>"], ["<a_2>", "<a_3>", "<a_1>"], ["<a_2>", "<zz>", "<a_3>"]]
-    m = score(preds, ["<a_1>", "<a_1>", "<a_4>"], cat, ks=(1, 3))
-    assert m["hr@3"] == pytest.approx(2 / 3)
-    assert m["ndcg@3"] == pytest.approx((1 + 0.5) / 3)
-    assert m["hr@1"] == pytest.approx(1 / 3)
-    assert m["illegal_count"] == 1
-    assert m["legality_rate"] == pytest.approx(8 / 9)
-
-
-def test_legality_counts_every_beam():
-    rate, illegal = legality([["a", "bad", "bad"], ["a"]], {"a"})
-    assert illegal == 2 and rate == pytest.approx(0.5)
-
-
-def test_hr_ndcg_rejects_empty():
+def test_empty_input_is_refused():
     with pytest.raises(ValueError):
-        hr_ndcg([])
+        score_records([], INFO)
+
+
+def test_score_command(tmp_path):
+    preds = tmp_path / "final_result_Toy.json"
+    preds.write_text(json.dumps([rec("<a_1>", "<a_2>", "<a_1>"), rec("<a_5>", "<a_5>", "<q>")], indent=4))
+    info = tmp_path / "Toy.txt"
+    info.write_text("".join(f"{s}\tTitle {i}\t{i}\n" for i, s in enumerate(INFO)))
+    out = tmp_path / "m.json"
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "score", "--predictions", str(preds), "--info", str(info),
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(out.read_text())
+    assert m["hr@1"] == 0.5
+    assert list(k for k in m if k.startswith("hr@")) == ["hr@1"]  # two beams: only @1
+    assert m["collision_aware_hr@1"] == 0.25 and m["illegal_count"] == 0 and m["beams"] == 2
+
+
+def test_score_command_refuses_a_broken_file_with_its_line(tmp_path):
+    preds = tmp_path / "p.json"
+    rows = [rec("<a_1>", "<a_1>"), {"input": "", "output": "<a_1>\n"}]  # second row lacks predict
+    preds.write_text(json.dumps(rows, indent=4))
+    info = tmp_path / "i.txt"
+    info.write_text("<a_1>\tT\t0\n")
+    out = tmp_path / "m.json"
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "score", "--predictions", str(preds), "--info", str(info),
+                        "--out", str(out)], capture_output=True, text=True)
+    line = next(i for i, t in enumerate(preds.read_text().split("\n"), 1) if t.strip() == "{" and i > 2)
+    assert r.returncode == 2 and f"{preds}:{line}:" in r.stderr.replace("\n", "")
+    assert not out.exists()
+    with pytest.raises(Exception):
+        read_predictions(tmp_path / "missing.json")
 
 
 def test_baselines():

@@ -12,7 +12,7 @@ from harness.data.schema import read_dataset
 from harness.data.upstream_format import read_index_json
 from harness.errors import HarnessError
 from harness.evaluate.baselines import most_popular, repeat_last
-from harness.evaluate.metrics import KS, score
+from harness.evaluate.score import TOPK, score_records
 from harness.io import write_json
 from harness.params import EvaluateParams
 from harness.prompts import next_sid_prompt
@@ -58,16 +58,19 @@ def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", si
                                         progress=lambda n: bar.advance(task, n))
     predicted = [["".join(tokenizer.convert_ids_to_tokens(b)) for b in res.sequences] for res in beams]
     targets = [sid_string(index[r.target]) for r in rows]
-    ks = [k for k in KS if k <= num_beams]
-    valid_sids = set(catalogue)
+    ks = [k for k in TOPK if k <= num_beams]
+    info_sids = [sid_string(index[i]) for i in sorted(index)]  # one per item, as upstream's info file
 
-    train = ds.split("train")
-    popular = most_popular(train, index, num_beams)
+    def records(preds: list[list[str]]) -> list[dict]:
+        return [{"input": pr, "output": t + "\n", "predict": pred} for pr, t, pred in zip(prompts, targets, preds)]
+
+    sft_records = records(predicted)
+    popular = most_popular(ds.split("train"), index, num_beams)
     metrics = {
-        "sft": score(predicted, targets, valid_sids, ks),
+        "sft": score_records(sft_records, info_sids, ks),
         "baselines": {
-            "most_popular": score([popular] * len(rows), targets, valid_sids, ks),
-            "repeat_last": score([repeat_last(r, index) for r in rows], targets, valid_sids, ks),
+            "most_popular": score_records(records([popular] * len(rows)), info_sids, ks),
+            "repeat_last": score_records(records([repeat_last(r, index) for r in rows]), info_sids, ks),
         },
         "protocol": {
             "split": "test",
@@ -83,9 +86,8 @@ def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", si
                                               "top_k", "top_p", "repetition_penalty", "length_penalty",
                                               "max_new_tokens")}
     metrics["protocol"]["generation"] = meta
-    records = [{"input": pr, "output": t + "\n", "predict": pred} for pr, t, pred in zip(prompts, targets, predicted)]
     Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
-    write_json(predictions_path, records, indent=4)
+    write_json(predictions_path, sft_records, indent=4)
     write_json(metrics_path, metrics)
     return metrics
 

@@ -1,0 +1,154 @@
+"""The upstream-compatible scorer: HR/NDCG exactly as upstream's calc.py prints them, plus what it hides.
+
+calc.py semantics (spec §1.7), reproduced operation for operation so the printed digits agree:
+info SIDs are the first tab field, stripped; each beam is stripped of '"' and newlines, then whitespace;
+the target of ``"output"`` loses spaces, newlines and quotes (or is the first element of a list);
+the rank is the first beam equal to the target; NDCG accumulates 1/ln(rank+2) and is rescaled by ln 2;
+the cut-offs are 1, 3, 5, 10, 20, 50 up to the first row's beam count; CC counts beams outside the info
+SIDs up to and including the hit (all beams of a miss).
+
+Added here: collision-aware HR/NDCG (a hit on a SID shared by g catalogue items counts 1/g: the model
+cannot tell those items apart), legality over all beams, and rows with repeated beams.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from harness.errors import DataFormatError
+
+TOPK = (1, 3, 5, 10, 20, 50)
+
+
+def clean_beam(text: str) -> str:
+    return text.strip('"\n').strip()
+
+
+def clean_target(output) -> str:
+    if isinstance(output, list):
+        return str(output[0]).strip('"').strip(" ")
+    return str(output).strip(' \n"')
+
+
+def score_records(records: Sequence[dict], info_sids: Sequence[str], ks: Sequence[int] | None = None) -> dict:
+    """Score upstream-format records against the info file's SID column (one entry per catalogue item)."""
+    if not records:
+        raise ValueError("no rows to score")
+    group = Counter(info_sids)
+    beams = len(records[0]["predict"])
+    ks = list(ks) if ks is not None else [k for k in TOPK if k <= beams]
+    hr = [0.0] * len(ks)
+    ndcg = [0.0] * len(ks)
+    ca_hr = [0.0] * len(ks)
+    ca_ndcg = [0.0] * len(ks)
+    cc = legal = total = dup_rows = 0
+    for rec in records:
+        preds = [clean_beam(p) for p in rec["predict"]]
+        target = clean_target(rec["output"])
+        total += len(preds)
+        legal += sum(1 for p in preds if p in group)
+        dup_rows += len(set(preds)) < len(preds)
+        rank = None
+        for i, p in enumerate(preds):
+            if p not in group:
+                cc += 1
+            if p == target:
+                rank = i
+                break
+        if rank is None:
+            continue
+        share = 1.0 / group.get(target, 1)
+        for j, k in enumerate(ks):
+            if rank < k:
+                hr[j] += 1
+                ndcg[j] += 1 / math.log(rank + 2)
+                ca_hr[j] += share
+                ca_ndcg[j] += share / math.log(rank + 2)
+    n = len(records)
+    out: dict[str, float | int] = {}
+    for j, k in enumerate(ks):
+        out[f"hr@{k}"] = hr[j] / n
+        out[f"ndcg@{k}"] = ndcg[j] / n / (1.0 / math.log(2))
+    for j, k in enumerate(ks):
+        out[f"collision_aware_hr@{k}"] = ca_hr[j] / n
+        out[f"collision_aware_ndcg@{k}"] = ca_ndcg[j] / n / (1.0 / math.log(2))
+    out.update({"illegal_count": cc, "legality_rate": legal / total if total else 1.0,
+                "duplicate_rows": dup_rows, "rows": n, "beams": beams})
+    return out
+
+
+# ------------------------------------------------------------------ readers
+def _iter_json_array(path: Path, text: str) -> Iterator[tuple[int, object]]:
+    """Yield (1-based line, element) for each element of a top-level JSON array."""
+    dec = json.JSONDecoder()
+    i = len(text) - len(text.lstrip())
+    if not text[i : i + 1] == "[":
+        raise DataFormatError(path, text.count("\n", 0, i) + 1, "expected a JSON list of result rows")
+    i += 1
+    while True:
+        while i < len(text) and text[i] in " \t\r\n,":
+            i += 1
+        if i >= len(text):
+            raise DataFormatError(path, text.count("\n") + 1, "broken JSON: unterminated list")
+        if text[i] == "]":
+            return
+        try:
+            obj, end = dec.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(path, e.lineno, f"broken JSON: {e.msg}") from None
+        yield text.count("\n", 0, i) + 1, obj
+        i = end
+
+
+def read_predictions(path: str | Path) -> list[dict]:
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise DataFormatError(path, 1, "file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, 1, f"not valid UTF-8 (byte {e.start})") from None
+    rows = []
+    for line, obj in _iter_json_array(path, text):
+        if not isinstance(obj, dict) or not {"output", "predict"} <= obj.keys():
+            raise DataFormatError(path, line, "each row must be an object with 'output' and 'predict'")
+        pred, out = obj["predict"], obj["output"]
+        if not isinstance(pred, list) or not pred or not all(isinstance(p, str) for p in pred):
+            raise DataFormatError(path, line, "'predict' must be a non-empty list of strings")
+        if not (isinstance(out, str) or (isinstance(out, list) and out and isinstance(out[0], str))):
+            raise DataFormatError(path, line, "'output' must be a string (or a list of strings)")
+        rows.append(obj)
+    if not rows:
+        raise DataFormatError(path, 1, "no result rows")
+    return rows
+
+
+def read_info_sids(path: str | Path) -> list[str]:
+    """The SID column of an upstream info file (one entry per line, so shared SIDs repeat)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise DataFormatError(path, 1, "file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, text_line(path, e.start), "not valid UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise DataFormatError(path, 1, "empty file")
+    sids = []
+    for n, line in enumerate(lines, 1):
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[0].strip():
+            raise DataFormatError(path, n, "expected SID<TAB>title<TAB>item_id")
+        sids.append(fields[0].strip())
+    return sids
+
+
+def text_line(path: Path, offset: int) -> int:
+    return path.read_bytes()[:offset].count(b"\n") + 1
