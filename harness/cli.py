@@ -71,6 +71,30 @@ def evaluate(params: Path = ParamsOpt) -> None:
 
 
 @app.command()
+def audit(
+    upstream_data: Path | None = typer.Option(None, "--upstream-data", help="audit an upstream-format data dir"),
+    category: str | None = typer.Option(None, "--category", help="category name inside --upstream-data"),
+    model: Path | None = typer.Option(None, "--model", help="model dir whose generation_config.json to audit"),
+    out_dir: Path = typer.Option(Path("reports/audit"), "--out", help="where data.json, sid.json, ... go"),
+    codebook_size: int | None = typer.Option(None, "--codebook-size", help="codes per level (default: inferred)"),
+) -> None:
+    """Audit data, SIDs and generation settings. No options: the pipeline's own artifacts (the dvc stage)."""
+    from harness.audit import audit_model, audit_upstream_dir, run_audit
+
+    def go() -> dict:
+        if upstream_data is not None:
+            if not category:
+                raise HarnessError("--upstream-data needs --category (e.g. Industrial_and_Scientific)")
+            return audit_upstream_dir(upstream_data, category, out_dir, model, codebook_size)
+        if model is not None:
+            return audit_model(model, out_dir)
+        return run_audit(out_dir=out_dir)
+
+    result = _run(go)
+    print(result["summary"])
+
+
+@app.command()
 def score(
     predictions: Path = typer.Option(..., "--predictions", help="result JSON in upstream's format"),
     info: Path = typer.Option(..., "--info", help="upstream info file (SID<TAB>title<TAB>item_id)"),

@@ -35,7 +35,7 @@ def _merge(base: dict, over: dict) -> dict:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("project")
-    for name in ("harness", "report_templates"):
+    for name in ("harness", "report_templates", "checks"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root)
     params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
@@ -67,7 +67,8 @@ def test_repro_writes_every_stage_output(reproduced):
     for path in ("data/dataset/items.jsonl", "data/dataset/interactions.jsonl", "data/sid/index.json",
                  "data/sid/upstream/info/synthetic_5_2016-10-2018-11.txt", "models/sft/config.json",
                  "models/sft/tokenizer.json", "reports/predictions/sft.json", "reports/metrics.json",
-                 "reports/report.md", "reports/report.html"):
+                 "reports/report.md", "reports/report.html", "reports/audit/data.json", "reports/audit/sid.json",
+                 "reports/audit/generation.json", "reports/audit/findings.json", "reports/audit/summary.md"):
         assert (reproduced / path).is_file(), path
 
 
@@ -88,11 +89,21 @@ def test_metrics_schema_and_predictions(reproduced):
     assert preds[0]["output"].endswith("\n")
 
 
-def test_report_shows_model_and_baseline(reproduced):
+def test_report_shows_model_baseline_and_audit(reproduced):
     html = (reproduced / "reports/report.html").read_text()
     md = (reproduced / "reports/report.md").read_text()
     for text in (html, md):
         assert "SFT (constrained beams)" in text and "Most popular" in text and "HR@10" in text
+        assert "Audit" in text and "collision-aware" in text
+
+
+def test_pipeline_audit_agrees_with_the_sid_stage(reproduced):
+    sid = json.loads((reproduced / "reports/audit/sid.json").read_text())
+    stage = json.loads((reproduced / "data/sid/summary.json").read_text())
+    assert sid["unique_sids"] == stage["distinct_sids"] and sid["colliding_items"] == stage["colliding_items"]
+    assert sid["codebook_size_per_level"] == [8, 8, 8] and sid["codebook_size_source"] == "given"
+    gen = json.loads((reproduced / "reports/audit/generation.json").read_text())
+    assert gen["injected"] == {}  # our SFT checkpoint ships no sampling defaults
 
 
 def test_second_repro_has_nothing_to_do(reproduced):

@@ -85,7 +85,18 @@ def verdict(metrics: dict) -> str:
             "Hits are counted at SID level, so items sharing a SID count as hits for each other.")
 
 
-def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summary: dict, training: dict) -> dict:
+def collision_table(metrics: dict) -> tuple[list[str], list[list]]:
+    """SID-level vs collision-aware hit rates: what sharing a SID adds to each model's score."""
+    ks = [k for k in (1, 5, 10, 50) if f"hr@{k}" in metrics["sft"]]
+    rows = []
+    for key, label in MODEL_ROWS:
+        m = metrics["sft"] if key == "sft" else metrics["baselines"][key]
+        rows.append([label] + [f"{m[f'hr@{k}']:.4f} / {m[f'collision_aware_hr@{k}']:.4f}" for k in ks])
+    return ["model"] + [f"HR@{k} SID-level / collision-aware" for k in ks], rows
+
+
+def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summary: dict, training: dict,
+                  audit: dict) -> dict:
     tables = metric_tables(metrics)
     curve = [h for h in training.get("log_history", []) if "loss" in h or "eval_loss" in h]
     return {
@@ -99,6 +110,11 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
         "sid": sid_summary,
         "training": {k: v for k, v in training.items() if k != "log_history"},
         "loss_curve": curve,
+        "collision_header": collision_table(metrics)[0],
+        "collision_rows": collision_table(metrics)[1],
+        "collision_markdown": tabulate(collision_table(metrics)[1], headers=collision_table(metrics)[0],
+                                       tablefmt="github", disable_numparse=True),
+        "audit": audit,
         "versions": _versions(),
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}, {cpu_model()}",
@@ -107,7 +123,8 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
 
 def run_report(p: ReportParams, metrics_path: str | Path = "reports/metrics.json",
                dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-               model_dir: str | Path = "models/sft", out_dir: str | Path = "reports") -> dict:
+               model_dir: str | Path = "models/sft", audit_dir: str | Path = "reports/audit",
+               out_dir: str | Path = "reports") -> dict:
     """Entry point of the ``report`` stage."""
     ctx = build_context(
         p,
@@ -115,6 +132,8 @@ def run_report(p: ReportParams, metrics_path: str | Path = "reports/metrics.json
         _read_json(Path(dataset_dir) / "summary.json"),
         _read_json(Path(sid_dir) / "summary.json"),
         _read_json(Path(model_dir) / "training_log.json"),
+        {"findings": _read_json(Path(audit_dir) / "findings.json"), "sid": _read_json(Path(audit_dir) / "sid.json"),
+         "data": _read_json(Path(audit_dir) / "data.json")},
     )
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
                       autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
