@@ -21,6 +21,17 @@ class _Section(BaseModel):
 
 
 # ---------------------------------------------------------------- data
+class PlantParams(_Section):
+    """Defects the generator can plant, one per audit class (all off by default: the clean dataset)."""
+
+    future_leakage: float = Field(0.0, ge=0, le=1)        # share of test rows dated before the end of train
+    cross_split_duplicates: float = Field(0.0, ge=0, le=1)  # share of test rows replaced by copies of train rows
+    sid_collisions: int = Field(0, ge=0)                   # items given another item's shipped SID
+    underused_level: bool = False                          # spread level-0 codes thinly over a 256-code book
+    history_conflicts: float = Field(0.0, ge=0, le=1)     # share of train rows re-added with another target
+    target_in_history: float = Field(0.0, ge=0, le=1)     # share of rows whose target is written into the history
+
+
 class SyntheticParams(_Section):
     seed: int = 0
     n_items: int = Field(400, ge=20)
@@ -29,6 +40,7 @@ class SyntheticParams(_Section):
     max_interactions: int = Field(20, ge=2)
     n_categories: int = Field(8, ge=2, le=12)
     n_brands: int = Field(24, ge=2)
+    plant: PlantParams = PlantParams()
 
     @model_validator(mode="after")
     def _order(self) -> "SyntheticParams":

@@ -98,9 +98,14 @@ def test_upstream_source_without_train_csv_needs_the_protocol_option(tmp_path, s
     assert not (tmp_path / "data").exists()
 
 
-def test_shipped_sids_need_a_source_that_ships_them(tmp_path):
+def test_shipped_sids_come_from_the_source_or_are_refused(tmp_path):
     p = _params(tmp_path, {"data": {"synthetic": {"n_items": 30, "n_users": 20}}, "sid": {"method": "shipped"}})
     assert _run(["data", "--params", str(p)], tmp_path).returncode == 0
     r = _run(["sid", "--params", str(p)], tmp_path)
+    assert r.returncode == 0, r.stderr  # the synthetic source ships its own hierarchical SIDs
+    shipped = json.loads((tmp_path / "data/dataset/sid_index.json").read_text())
+    assert json.loads((tmp_path / "data/sid/index.json").read_text()) == shipped
+    (tmp_path / "data/dataset/sid_index.json").unlink()  # a dataset whose source shipped no SIDs
+    r = _run(["sid", "--params", str(p)], tmp_path)
     assert r.returncode == 2 and "sid.method" in r.stderr
-    assert not (tmp_path / "data/sid").exists()
+    assert json.loads((tmp_path / "data/sid/index.json").read_text()) == shipped  # old output untouched

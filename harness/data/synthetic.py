@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from harness.data.protocol import sliding_windows, temporal_split
-from harness.data.schema import Dataset, Item
-from harness.params import SyntheticParams
+from harness.data.schema import Dataset, Interaction, Item
+from harness.params import PlantParams, SyntheticParams
+from harness.sid.tokens import codes_to_tokens
 
 # category -> (product nouns, attributes, variants, use phrase)
 CATALOGUE: dict[str, tuple[list[str], list[str], list[str], str]] = {
@@ -180,5 +181,55 @@ def generate(p: SyntheticParams, max_history: int, split: tuple[float, float, fl
         times = start + np.cumsum(gaps) - gaps[0]
         samples += sliding_windows(user, seq, times, max_history)
     rows = temporal_split(samples, split)
-    return Dataset(name="synthetic", items=items, interactions=rows, sid_index=None,
-                   meta={"source": "synthetic", "seed": p.seed})
+    index = shipped_index(items, p.plant.underused_level)
+    plant_rng = np.random.default_rng([p.seed, 1])  # planting never changes the clean data drawn above
+    rows, index = plant_defects(plant_rng, rows, index, len(items), p.plant)
+    return Dataset(name="synthetic", items=items, interactions=rows, sid_index=index,
+                   meta={"source": "synthetic", "seed": p.seed, "planted": p.plant.model_dump()})
+
+
+def shipped_index(items: list[Item], underused_level: bool) -> dict[int, list[str]]:
+    """The SIDs the synthetic source ships (like upstream's index.json): category / brand / rank in the pair.
+
+    Unique by construction, and every level uses its codes densely, unless ``underused_level`` spreads the
+    level-0 codes over a 256-code book (an under-used first level, as in upstream's shipped Industrial SIDs).
+    """
+    cats = sorted({it.category for it in items})
+    brands = sorted({it.brand for it in items})
+    seen: dict[tuple[int, int], int] = {}
+    index = {}
+    for it in items:
+        c, b = cats.index(it.category), brands.index(it.brand)
+        rank = seen.get((c, b), 0)
+        seen[(c, b)] = rank + 1
+        first = c * (256 // len(cats)) if underused_level else c
+        index[it.id] = codes_to_tokens([first, b, rank])
+    return index
+
+
+def plant_defects(rng: np.random.Generator, rows: list[Interaction], index: dict[int, list[str]], n_items: int,
+                  plant: PlantParams) -> tuple[list[Interaction], dict[int, list[str]]]:
+    """Plant each requested defect class, so tests can show the audit finds it."""
+    train = [r for r in rows if r.split == "train"]
+    out = []
+    last_train_ts = max(r.timestamp for r in train)
+    for r in rows:
+        if r.split == "test" and rng.random() < plant.cross_split_duplicates:
+            src = train[int(rng.integers(len(train)))]
+            r = Interaction(src.user, src.history, src.target, "test", r.timestamp)
+        if r.split == "test" and rng.random() < plant.future_leakage:
+            r = Interaction(r.user, r.history, r.target, r.split, int(rng.integers(train[0].timestamp, last_train_ts)))
+        if rng.random() < plant.target_in_history:
+            hist = list(r.history)
+            hist[int(rng.integers(len(hist)))] = r.target
+            r = Interaction(r.user, tuple(hist), r.target, r.split, r.timestamp)
+        out.append(r)
+        if r.split == "train" and rng.random() < plant.history_conflicts:
+            other = int(rng.integers(n_items - 1))
+            other += other >= r.target
+            out.append(Interaction(r.user, r.history, other, r.split, r.timestamp))
+    index = dict(index)
+    ids = rng.permutation(n_items)
+    for a, b in zip(ids[: plant.sid_collisions], ids[plant.sid_collisions : 2 * plant.sid_collisions]):
+        index[int(b)] = list(index[int(a)])
+    return out, index
