@@ -12,6 +12,23 @@ from pathlib import Path
 from typing import Any
 
 
+def read_utf8(path: str | Path) -> str:
+    """A text file's content; a missing file or a bad byte is a DataFormatError naming file and line."""
+    from harness.errors import DataFormatError
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataFormatError(path, 1, "file not found") from None
+    except IsADirectoryError:
+        raise DataFormatError(path, 1, "is a directory, not a file") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, raw[: e.start].count(b"\n") + 1, "not valid UTF-8") from None
+
+
 def _tmp_sibling(path: Path, is_dir: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_dir:

@@ -161,3 +161,12 @@ def test_info_txt_wrong_field_count_and_title_mismatch(upstream_dir):
     info.write_text("\n".join(lines))
     err = _error(upstream_dir)
     assert err.line == 3 and "3 tab-separated fields" in err.detail
+
+
+def test_invalid_utf8_names_the_line(upstream_dir):
+    info = upstream_dir / "info" / "Toy_5_2016-10-2018-11.txt"
+    raw = info.read_bytes().split(b"\n")
+    raw[4] = raw[4] + b"\xff\xfe"
+    info.write_bytes(b"\n".join(raw))
+    err = _error(upstream_dir)
+    assert err.path == str(info) and err.line == 5 and "UTF-8" in err.detail

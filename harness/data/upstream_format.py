@@ -24,7 +24,7 @@ from typing import NoReturn
 
 from harness.data.schema import SPLITS, Dataset, Interaction, Item
 from harness.errors import DataFormatError
-from harness.io import write_json, write_text
+from harness.io import read_utf8, write_json, write_text
 
 CSV_COLUMNS = (
     "user_id",
@@ -62,14 +62,7 @@ class ConsistencyCounter:
 # ------------------------------------------------------------------ JSON helpers
 def _load_json_object(path: Path) -> tuple[dict, dict[str, int]]:
     """Load a JSON object, rejecting duplicate keys; return it with each top-level key's line."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataFormatError(path, 1, "file not found") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(path, raw[: e.start].count(b"\n") + 1, "not valid UTF-8") from None
+    text = read_utf8(path)
     if not text.strip():
         raise DataFormatError(path, 1, "empty file")
 
@@ -175,12 +168,7 @@ def write_index_json(path: Path, index: dict[int, list[str]]) -> None:
 # ------------------------------------------------------------------ info txt
 def read_info_txt(path: Path, items: list[Item], index: dict[int, list[str]], counter: ConsistencyCounter) -> int:
     """Check the info file against item.json and index.json; return its line count."""
-    try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(path, raw[: e.start].count(b"\n") + 1, "not valid UTF-8") from None
-    lines = text.split("\n")
+    lines = read_utf8(path).split("\n")
     if lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it does not start another
     if not lines:

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from harness.errors import DataFormatError
+from harness.io import read_utf8
 
 TOPK = (1, 3, 5, 10, 20, 50)
 
@@ -106,12 +107,7 @@ def _iter_json_array(path: Path, text: str) -> Iterator[tuple[int, object]]:
 
 def read_predictions(path: str | Path) -> list[dict]:
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise DataFormatError(path, 1, "file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataFormatError(path, 1, f"not valid UTF-8 (byte {e.start})") from None
+    text = read_utf8(path)
     rows = []
     for line, obj in _iter_json_array(path, text):
         if not isinstance(obj, dict) or not {"output", "predict"} <= obj.keys():
@@ -130,13 +126,7 @@ def read_predictions(path: str | Path) -> list[dict]:
 def read_info_sids(path: str | Path) -> list[str]:
     """The SID column of an upstream info file (one entry per line, so shared SIDs repeat)."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise DataFormatError(path, 1, "file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataFormatError(path, text_line(path, e.start), "not valid UTF-8") from None
-    lines = text.split("\n")
+    lines = read_utf8(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if not lines:
@@ -148,7 +138,3 @@ def read_info_sids(path: str | Path) -> list[str]:
             raise DataFormatError(path, n, "expected SID<TAB>title<TAB>item_id")
         sids.append(fields[0].strip())
     return sids
-
-
-def text_line(path: Path, offset: int) -> int:
-    return path.read_bytes()[:offset].count(b"\n") + 1
