@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -90,7 +89,3 @@ def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", si
     write_json(predictions_path, sft_records, indent=4)
     write_json(metrics_path, metrics)
     return metrics
-
-
-def read_metrics(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

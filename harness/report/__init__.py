@@ -98,6 +98,7 @@ def collision_table(metrics: dict) -> tuple[list[str], list[list]]:
 def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summary: dict, training: dict,
                   audit: dict) -> dict:
     tables = metric_tables(metrics)
+    collision_header, collision_rows = collision_table(metrics)
     curve = [h for h in training.get("log_history", []) if "loss" in h or "eval_loss" in h]
     return {
         "title": p.title,
@@ -110,10 +111,10 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
         "sid": sid_summary,
         "training": {k: v for k, v in training.items() if k != "log_history"},
         "loss_curve": curve,
-        "collision_header": collision_table(metrics)[0],
-        "collision_rows": collision_table(metrics)[1],
-        "collision_markdown": tabulate(collision_table(metrics)[1], headers=collision_table(metrics)[0],
-                                       tablefmt="github", disable_numparse=True),
+        "collision_header": collision_header,
+        "collision_rows": collision_rows,
+        "collision_markdown": tabulate(collision_rows, headers=collision_header, tablefmt="github",
+                                       disable_numparse=True),
         "audit": audit,
         "versions": _versions(),
         "python": platform.python_version(),
