@@ -48,6 +48,28 @@ def sid(params: Path = ParamsOpt) -> None:
     out.print(f"sid: {s['distinct_sids']} distinct SIDs for {s['items']} items ({s['colliding_items']} colliding)")
 
 
+@app.command("build-sids")
+def build_sids_cmd(
+    item_json: Path = typer.Option(..., "--item-json", help="upstream-format CAT.item.json"),
+    method: str = typer.Option(..., "--method", help="rqkmeans | rqkmeans-constrained"),
+    out_dir: Path = typer.Option(..., "--out", help="output directory"),
+    levels: int = typer.Option(3, "--levels", min=1, max=8),
+    codebook: int = typer.Option(256, "--codebook", min=2),
+    seed: int = typer.Option(0, "--seed"),
+    iters: int = typer.Option(100, "--iters", min=1, help="k-means iterations per level"),
+) -> None:
+    """Build SIDs for an item file with one method; writes index.json, the info txt and sid_stats.json."""
+    from harness.sid.build import build_sids
+
+    if method not in ("rqkmeans", "rqkmeans-constrained"):
+        err.print(f"error: --method {method!r}: choose rqkmeans or rqkmeans-constrained", highlight=False)
+        raise typer.Exit(2)
+    s = _run(lambda: build_sids(item_json, method, out_dir, levels, codebook, seed, iters))
+    print(f"{method}: {s['unique_sids']} unique SIDs for {s['items']} items ({s['colliding_items']} colliding), "
+          f"codes used per level {s['codes_used_per_level']}, lengths {s['sid_length_distribution']}, "
+          f"built in {s['build_seconds']} s (embedding {s['embed_seconds']} s) -> {out_dir}")
+
+
 @app.command()
 def sft(params: Path = ParamsOpt) -> None:
     """Supervised fine-tuning on the next-SID task."""

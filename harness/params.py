@@ -84,7 +84,7 @@ class EmbeddingParams(_Section):
 
 
 class SidParams(_Section):
-    method: Literal["rqkmeans", "shipped"] = "rqkmeans"
+    method: Literal["rqkmeans", "rqkmeans-constrained", "shipped"] = "rqkmeans"
     levels: int = Field(3, ge=1, le=8)
     codebook_size: int = Field(32, ge=2)
     kmeans_iters: int = Field(25, ge=1)

@@ -71,3 +71,28 @@ def test_model_generation_config_cannot_turn_beams_into_sampling():
     torch.manual_seed(123)
     leaky = constrained_beam_search(model, tok, prompts, trie, 20, batch_size=4)
     assert [r.sequences for r in leaky] == [r.sequences for r in clean]
+
+
+def test_variable_length_sids_decode_whole_and_legal():
+    """Dedup-level SIDs (3 tokens for unique items, 4 for collision-group members) are never truncated (H10)."""
+    import numpy as np
+
+    from harness.sid.constrained import dedup_level
+
+    rng = np.random.default_rng(0)
+    codes = dedup_level(rng.integers(0, 4, size=(60, 3)))
+    assert {len(c) for c in codes} == {3, 4}
+    index = {i: codes_to_tokens(c) for i, c in enumerate(codes)}
+    tok = train_tokenizer(["lab gear and tools"] * 20, 300, vocabulary(index))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                         bos_token_id=None))
+    trie = SidTrie([tok.convert_tokens_to_ids(t) for t in index.values()], tok.eos_token_id)
+    catalogue = {sid_string(t) for t in index.values()}
+    # as many beams as SIDs: every catalogue SID, of either length, must come back whole
+    res = constrained_beam_search(model, tok, [next_sid_prompt([sid_string(index[1])])] * 2, trie, len(catalogue),
+                                  batch_size=2)
+    for r in res:
+        assert {"".join(tok.convert_ids_to_tokens(b)) for b in r.sequences} == catalogue

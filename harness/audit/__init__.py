@@ -68,8 +68,7 @@ def run_audit(dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "d
     ds = read_dataset(Path(dataset_dir))
     index = read_index_json(Path(sid_dir) / "index.json", len(ds.items))
     sid_summary = json.loads((Path(sid_dir) / "summary.json").read_text(encoding="utf-8"))
-    k = sid_summary.get("codebook_size")
     data, records = audit_data(ds, index)
-    sid, sid_records = audit_sid(ds, index, [k] * sid_summary["depth"] if k else None)
+    sid, sid_records = audit_sid(ds, index, sid_summary.get("codebook_size_per_level"))
     generation = audit_generation_config(model_dir) if Path(model_dir).is_dir() else None
     return _write(Path(out_dir), f"pipeline dataset '{ds.name}'", data, sid, generation, records + sid_records)

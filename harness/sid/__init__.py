@@ -31,30 +31,51 @@ def sid_summary(index: dict[int, list[str]], n_items: int) -> dict:
     }
 
 
-def build_index(ds: Dataset, p: SidParams) -> tuple[dict[int, list[str]], np.ndarray | None]:
+def codes_from_embeddings(emb: np.ndarray, method: str, levels: int, k: int, iters: int, seed: int) -> list[list[int]]:
+    """Per-item code lists (0-based) from one builder; the dedup level makes some lists one longer."""
+    if k > len(emb):
+        raise ParamsError("params.yaml", "sid.codebook_size", f"{k} codes per level exceed the {len(emb)} items")
+    if method == "rqkmeans":
+        from harness.sid.rqkmeans import residual_kmeans
+
+        return residual_kmeans(emb, levels, k, iters, seed)[0].tolist()
+    if method == "rqkmeans-constrained":
+        from harness.sid.constrained import constrained_residual_kmeans, dedup_level
+
+        return dedup_level(constrained_residual_kmeans(emb, levels, k, iters, seed))
+    raise ParamsError("params.yaml", "sid.method", f"unknown method {method!r}")
+
+
+def codebook_sizes(codes: list[list[int]], levels: int, k: int) -> list[int]:
+    """Codes per level: K for the built levels, the largest collision group for a dedup level."""
+    sizes = [k] * levels
+    if any(len(c) > levels for c in codes):
+        sizes.append(1 + max(c[levels] for c in codes if len(c) > levels))
+    return sizes
+
+
+def build_index(ds: Dataset, p: SidParams) -> tuple[dict[int, list[str]], np.ndarray | None, list[int] | None]:
     if p.method == "shipped":
         if ds.sid_index is None:
             raise ParamsError("params.yaml", "sid.method", "'shipped' needs a data source that ships an index.json "
                               "(data.source: upstream)")
-        return dict(ds.sid_index), None
-    if p.codebook_size > len(ds.items):
-        raise ParamsError("params.yaml", "sid.codebook_size",
-                          f"{p.codebook_size} codes per level exceed the {len(ds.items)} items")
+        return dict(ds.sid_index), None, None
     from harness.sid.embed import embed_items
-    from harness.sid.rqkmeans import residual_kmeans
 
     emb = embed_items(ds.items, p.embedding.model, p.embedding.batch_size)
-    codes, _ = residual_kmeans(emb, p.levels, p.codebook_size, p.kmeans_iters, p.seed)
-    return {it.id: codes_to_tokens(codes[it.id]) for it in ds.items}, emb
+    codes = codes_from_embeddings(emb, p.method, p.levels, p.codebook_size, p.kmeans_iters, p.seed)
+    index = {it.id: codes_to_tokens(codes[it.id]) for it in ds.items}
+    return index, emb, codebook_sizes(codes, p.levels, p.codebook_size)
 
 
 def run_sid(p: SidParams, dataset_dir: str | Path = "data/dataset", out_dir: str | Path = "data/sid") -> dict:
     """Entry point of the ``sid`` stage."""
     ds = read_dataset(Path(dataset_dir))
-    index, emb = build_index(ds, p)
+    index, emb, sizes = build_index(ds, p)
     summary = {"method": p.method, **sid_summary(index, len(ds.items))}
     if p.method != "shipped":
-        summary.update({"levels": p.levels, "codebook_size": p.codebook_size, "embedding_model": p.embedding.model})
+        summary.update({"levels": p.levels, "codebook_size": p.codebook_size, "codebook_size_per_level": sizes,
+                        "embedding_model": p.embedding.model})
     with atomic_dir(out_dir) as tmp:
         write_index_json(tmp / "index.json", index)
         if emb is not None:
