@@ -30,7 +30,7 @@ $(STAMP): requirements.lock pyproject.toml
 # submodule is initialised, or outside a git checkout.
 GITDIR := $(shell git rev-parse --git-common-dir 2>/dev/null)
 submodule-gitdir:
-	@if [ -n "$(GITDIR)" ] && [ ! -e "$(GITDIR)/modules/upstream" ] && [ ! -e upstream/.git ]; then \
+	@if [ -n "$(GITDIR)" ] && [ ! -e "$(GITDIR)/modules/upstream" ] && [ ! -d upstream/.git ]; then \
 	  m="$(GITDIR)/modules/upstream"; \
 	  git init -q --bare "$$m" && git --git-dir="$$m" config core.bare false && \
 	  git --git-dir="$$m" config core.worktree ../../../upstream && \
