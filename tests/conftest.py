@@ -12,6 +12,13 @@ SHARED_AMAZON = REPO.parent / "shared" / "upstream-data" / "Amazon"
 CATEGORY = "Industrial_and_Scientific"
 
 
+def pytest_configure(config):
+    """Keep the embedding cache of test runs (and of the stages they launch) out of the user's cache."""
+    import tempfile
+
+    os.environ["HARNESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="harness-test-cache-")
+
+
 @pytest.fixture(scope="session")
 def shared_amazon() -> Path:
     if not (SHARED_AMAZON / "index" / f"{CATEGORY}.item.json").is_file():

@@ -82,7 +82,7 @@ def test_data_and_shipped_sid_on_real_industrial(tmp_path, shared_amazon):
     r = _run(["sid", "--params", str(p)], tmp_path)
     assert r.returncode == 0, r.stderr
     sid = json.loads((tmp_path / "data/sid/summary.json").read_text())
-    assert sid["distinct_sids"] == 3670 and sid["colliding_items"] == 31
+    assert sid["unique_sids"] == 3670 and sid["colliding_items"] == 31
     # the shipped index passes through unchanged, and the export is upstream's layout
     shipped = json.loads((shared_amazon / "index/Industrial_and_Scientific.index.json").read_text())
     assert json.loads((tmp_path / "data/sid/index.json").read_text()) == shipped

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.e2e
 
 TINY = {
     "data": {"synthetic": {"n_items": 80, "n_users": 200}},
-    "sid": {"codebook_size": 8},
+    "sid": {"codebook_size": 8, "rqvae": {"epochs": 40, "eval_every": 10},
+            "rqkmeans_plus": {"epochs": 40, "eval_every": 10}},
     "sft": {"epochs": 2, "model": {"hidden_size": 32, "num_layers": 1, "intermediate_size": 64,
                                    "tokenizer_vocab_size": 300}},
     "evaluate": {"num_beams": 20, "max_rows": 60},
@@ -64,7 +65,8 @@ def reproduced(project) -> Path:
 
 
 def test_repro_writes_every_stage_output(reproduced):
-    for path in ("data/dataset/items.jsonl", "data/dataset/interactions.jsonl", "data/sid/index.json",
+    for path in ("data/dataset/items.jsonl", "data/dataset/interactions.jsonl", "data/embed/embeddings.npy",
+                 "data/embed/meta.json", "data/sid/index.json", "data/sid/checkpoints/rqvae.safetensors",
                  "data/sid/upstream/info/synthetic_5_2016-10-2018-11.txt", "models/sft/config.json",
                  "models/sft/tokenizer.json", "reports/predictions/sft.json", "reports/metrics.json",
                  "reports/report.md", "reports/report.html", "reports/audit/data.json", "reports/audit/sid.json",
@@ -95,12 +97,16 @@ def test_report_shows_model_baseline_and_audit(reproduced):
     for text in (html, md):
         assert "SFT (constrained beams)" in text and "Most popular" in text and "HR@10" in text
         assert "Audit" in text and "collision-aware" in text
+        # the SID builders side by side with the source's shipped index
+        for method in ("rqkmeans (used)", "rqkmeans-constrained", "rqvae", "rqkmeans-plus", "shipped"):
+            assert method in text, method
+        assert "NMI level-1 vs category" in text
 
 
 def test_pipeline_audit_agrees_with_the_sid_stage(reproduced):
     sid = json.loads((reproduced / "reports/audit/sid.json").read_text())
     stage = json.loads((reproduced / "data/sid/summary.json").read_text())
-    assert sid["unique_sids"] == stage["distinct_sids"] and sid["colliding_items"] == stage["colliding_items"]
+    assert sid["unique_sids"] == stage["unique_sids"] and sid["colliding_items"] == stage["colliding_items"]
     assert sid["codebook_size_per_level"] == [8, 8, 8] and sid["codebook_size_source"] == "given"
     gen = json.loads((reproduced / "reports/audit/generation.json").read_text())
     assert gen["injected"] == {}  # our SFT checkpoint ships no sampling defaults
@@ -132,3 +138,18 @@ def test_exp_run_with_a_param_override_is_listed(reproduced):
     data = named[0]["data"]
     assert data["params"]["params.yaml"]["data"]["evaluate"]["num_beams"] == 10
     assert "hr@10" in data["metrics"]["reports/metrics.json"]["data"]["sft"]
+
+
+def test_exp_run_switches_the_sid_method_for_the_whole_pipeline(reproduced):
+    sh(reproduced, "git", "add", "-A")
+    sh(reproduced, "git", "commit", "-qm", "before the sid ablation")
+    out = sh(reproduced, "dvc", "exp", "run", "-S", "sid.method=rqkmeans-constrained", "-n", "constrained")
+    assert "Stage 'embed' didn't change, skipping" in out and "Running stage 'sft'" in out
+    summary = json.loads((reproduced / "data/sid/summary.json").read_text())
+    assert summary["method"] == "rqkmeans-constrained" and summary["unique_share"] == 1.0
+    index = json.loads((reproduced / "data/sid/index.json").read_text())
+    longest = max(len(t) for t in index.values())
+    metrics = json.loads((reproduced / "reports/metrics.json").read_text())
+    assert metrics["sft"]["legality_rate"] == 1.0  # variable-length SIDs decode whole (H10)
+    audit = json.loads((reproduced / "reports/audit/sid.json").read_text())
+    assert audit["colliding_items"] == 0 and audit["levels"] == longest

@@ -1,4 +1,5 @@
-"""SID builders: balanced constrained levels, a dedup level that makes SIDs unique, determinism, build-sids."""
+"""SID builders: balanced constrained levels, a dedup level that makes SIDs unique, the RQ-VAE family,
+determinism, build-sids."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from harness.sid import codebook_sizes, codes_from_embeddings
+from harness.params import SidParams
+from harness.sid import build_codes, codebook_sizes
 from harness.sid.constrained import constrained_residual_kmeans, dedup_level
 
 
@@ -30,7 +32,7 @@ def embeddings():
 
 def test_constrained_levels_are_balanced_and_sids_unique(embeddings):
     n, k = len(embeddings), 8
-    codes = constrained_residual_kmeans(embeddings, 2, k, 30, seed=1)
+    codes, _ = constrained_residual_kmeans(embeddings, 2, k, 30, seed=1)
     for level in range(2):
         sizes = Counter(codes[:, level].tolist())
         assert len(sizes) == k and all(n // k - 1 <= s <= n // k + 1 for s in sizes.values())
@@ -39,11 +41,21 @@ def test_constrained_levels_are_balanced_and_sids_unique(embeddings):
     assert {len(s) for s in sids} <= {2, 3}
 
 
-@pytest.mark.parametrize("method", ["rqkmeans", "rqkmeans-constrained"])
-def test_same_seed_same_codes(embeddings, method):
-    a = codes_from_embeddings(embeddings, method, 3, 8, 20, seed=4)
-    b = codes_from_embeddings(embeddings, method, 3, 8, 20, seed=4)
+FAST = SidParams(levels=3, codebook_size=8, kmeans_iters=20, seed=4, rqvae={"epochs": 30, "eval_every": 10,
+                 "layers": [32], "e_dim": 8}, rqkmeans_plus={"epochs": 30, "eval_every": 10, "layers": [32]})
+
+
+@pytest.mark.parametrize("method", ["rqkmeans", "rqkmeans-constrained", "rqvae", "rqkmeans-plus"])
+def test_same_seed_same_codes(embeddings, method, tmp_path):
+    a = build_codes(embeddings, method, FAST, tmp_path / "a", show_progress=False)
+    b = build_codes(embeddings, method, FAST, tmp_path / "b", show_progress=False)
     assert a == b and len(a) == len(embeddings)
+    assert all(0 <= c < 8 for row in a for c in row[:3])  # 0-based codes within the codebook
+    if method in ("rqkmeans-constrained", "rqkmeans-plus"):  # dedup level: unique SIDs
+        assert len({tuple(r) for r in a}) == len(a)
+    if method in ("rqvae", "rqkmeans-plus"):
+        name = method.replace("-", "_")
+        assert (tmp_path / "a" / f"{name}.safetensors").read_bytes() == (tmp_path / "b" / f"{name}.safetensors").read_bytes()
 
 
 def test_build_sids_command_is_deterministic_and_unique(tmp_path, upstream_dir):
@@ -70,3 +82,71 @@ def test_build_sids_refuses_unknown_method(tmp_path, upstream_dir):
                         str(upstream_dir / "index" / "Toy.item.json"), "--method", "magic", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "magic" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_sinkhorn_spreads_items_that_all_prefer_one_code():
+    import torch
+
+    from harness.sid.rqvae import sinkhorn_assign
+
+    dist = torch.rand(5, 8, generator=torch.Generator().manual_seed(0)) + 1.0
+    dist[:, 3] = 0.0  # every row's nearest code is 3
+    assert dist.argmin(1).tolist() == [3] * 5
+    assert len(set(sinkhorn_assign(dist, 0.003, 50).tolist())) == 5
+
+
+def test_rqkmeans_plus_starts_at_the_identity_and_the_constrained_codebooks():
+    import torch
+
+    from harness.sid.rqvae import ResidualMLP
+
+    enc = ResidualMLP(16, [32])
+    x = torch.randn(10, 16)
+    assert torch.equal(enc(x), x)  # zero-initialised last layer: x + 0
+
+
+def test_rqvae_keeps_its_best_collision_state_and_reloads_to_the_same_codes(embeddings, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from harness.sid.rqvae import RQAutoencoder, ResidualQuantizer, mlp
+
+    p = FAST.model_copy(update={"rqvae": FAST.rqvae.model_copy(update={"sinkhorn_rounds": 0})})
+    codes = build_codes(embeddings, "rqvae", p, tmp_path, show_progress=False)
+    log = json.loads((tmp_path / "rqvae_training.json").read_text())
+    kept = min(log["evaluations"], key=lambda r: (r["collision_rate"], r["loss"]))
+    assert log["kept_epoch"] == kept["epoch"]
+    assert kept["collision_rate"] == pytest.approx(1 - len({tuple(c) for c in codes}) / len(codes), abs=1e-6)
+    dims = [16, 32, 8]
+    model = RQAutoencoder(mlp(dims), ResidualQuantizer(3, 8, 8, 0.25), mlp(dims[::-1]))
+    model.load_state_dict(load_file(str(tmp_path / "rqvae.safetensors")))
+    assert model.codes(torch.from_numpy(embeddings)).tolist() == codes
+
+
+def test_sinkhorn_rounds_reduce_rqvae_collisions(embeddings, tmp_path):
+    def colliding(p):
+        codes = build_codes(embeddings, "rqvae", p, tmp_path, show_progress=False)
+        return sum(c for c in Counter(map(tuple, codes)).values() if c > 1)
+
+    off = FAST.model_copy(update={"rqvae": FAST.rqvae.model_copy(update={"sinkhorn_rounds": 0})})
+    before, after = colliding(off), colliding(FAST)
+    assert before > 0 and after < before
+
+
+@pytest.mark.parametrize("method", ["rqvae", "rqkmeans-plus"])
+def test_build_sids_trains_and_checkpoints(tmp_path, upstream_dir, method):
+    out = tmp_path / "out"
+    (out / "keep.txt").parent.mkdir()
+    (out / "keep.txt").write_text("a user's file")
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "build-sids", "--item-json",
+                        str(upstream_dir / "index" / "Toy.item.json"), "--method", method, "--out", str(out),
+                        "--levels", "2", "--codebook", "4", "--epochs", "20"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads((out / "sid_stats.json").read_text())
+    assert stats["method"] == method and stats["training"]["epochs"] == 20 and stats["items"] == 40
+    name = method.replace("-", "_")
+    assert (out / "checkpoints" / f"{name}.safetensors").is_file()
+    assert (out / "keep.txt").read_text() == "a user's file"  # only our files are replaced
+    if method == "rqkmeans-plus":
+        assert stats["unique_sids"] == 40  # dedup level

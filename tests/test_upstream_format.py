@@ -9,7 +9,7 @@ import pytest
 
 from harness.data.upstream_format import read_upstream_dir, write_upstream_dir
 from harness.errors import DataFormatError
-from harness.sid import sid_summary
+from harness.sid.quality import sid_quality
 from tests.conftest import CATEGORY
 
 CSV_NAME = "Toy_5_2016-10-2018-11.csv"
@@ -22,9 +22,9 @@ def test_real_industrial_counts(shared_amazon):
     assert len(ds.split("valid")) == 4532 and len(ds.split("test")) == 4533
     assert ds.split("train") == []  # the train CSV is not in the export
     assert all(1 <= len(r.history) <= 10 for r in ds.interactions)
-    s = sid_summary(ds.sid_index, len(ds.items))
+    s = sid_quality(ds.sid_index, ds.items)
     # figures the spec measured on the shipped index
-    assert s["distinct_sids"] == 3670
+    assert s["unique_sids"] == 3670
     assert s["codes_used_per_level"] == [48, 256, 256]
     assert s["colliding_items"] == 31
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import pandas as pd
 
 from harness.audit.gx_run import ensure_context, validate
 from harness.data.schema import Dataset
+from harness.sid.quality import perplexity
 from harness.sid.tokens import sid_string
 
 
@@ -25,12 +25,6 @@ def item_frame(ds: Dataset, index: dict[int, list[str]], levels: int) -> pd.Data
             row[f"code_{level}"] = _code(toks[level]) if toks and len(toks) > level else None
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def perplexity(counts: Counter) -> float:
-    total = sum(counts.values())
-    h = -sum(c / total * math.log(c / total) for c in counts.values() if c)
-    return math.exp(h)
 
 
 def audit_sid(ds: Dataset, index: dict[int, list[str]], codebook_sizes: list[int] | None = None) -> tuple[dict, list]:

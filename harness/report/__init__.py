@@ -95,10 +95,32 @@ def collision_table(metrics: dict) -> tuple[list[str], list[list]]:
     return ["model"] + [f"HR@{k} SID-level / collision-aware" for k in ks], rows
 
 
+SID_COLUMNS = [("unique_share", "unique share"), ("collision_groups", "collision groups"),
+               ("colliding_items", "colliding items"), ("largest_group", "largest group"),
+               ("codes_used_per_level", "codes used / level"), ("perplexity_per_level", "perplexity / level"),
+               ("nmi_level0_category", "NMI level-1 vs category")]
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, list):
+        return " / ".join(str(x) for x in v)
+    return str(v)
+
+
+def sid_table(sid_summary: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per SID builder (the pipeline's own marked), plus the source's shipped index when it has one."""
+    rows = [[r["method"] + (" (used)" if r["selected"] else "")] + [_cell(r[k]) for k, _ in SID_COLUMNS]
+            for r in sid_summary["comparison"]]
+    return ["SID index"] + [label for _, label in SID_COLUMNS], rows
+
+
 def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summary: dict, training: dict,
-                  audit: dict) -> dict:
+                  audit: dict, embedding: dict) -> dict:
     tables = metric_tables(metrics)
     collision_header, collision_rows = collision_table(metrics)
+    sid_header, sid_rows = sid_table(sid_summary)
     curve = [h for h in training.get("log_history", []) if "loss" in h or "eval_loss" in h]
     return {
         "title": p.title,
@@ -109,6 +131,10 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
         "protocol": metrics["protocol"],
         "data": data_summary,
         "sid": sid_summary,
+        "sid_header": sid_header,
+        "sid_rows": sid_rows,
+        "sid_markdown": tabulate(sid_rows, headers=sid_header, tablefmt="github", disable_numparse=True),
+        "embedding": embedding,
         "training": {k: v for k, v in training.items() if k != "log_history"},
         "loss_curve": curve,
         "collision_header": collision_header,
@@ -124,7 +150,7 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
 
 def run_report(p: ReportParams, metrics_path: str | Path = "reports/metrics.json",
                dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-               model_dir: str | Path = "models/sft", audit_dir: str | Path = "reports/audit",
+               embed_dir: str | Path = "data/embed", model_dir: str | Path = "models/sft", audit_dir: str | Path = "reports/audit",
                out_dir: str | Path = "reports") -> dict:
     """Entry point of the ``report`` stage."""
     ctx = build_context(
@@ -135,6 +161,7 @@ def run_report(p: ReportParams, metrics_path: str | Path = "reports/metrics.json
         _read_json(Path(model_dir) / "training_log.json"),
         {"findings": _read_json(Path(audit_dir) / "findings.json"), "sid": _read_json(Path(audit_dir) / "sid.json"),
          "data": _read_json(Path(audit_dir) / "data.json")},
+        _read_json(Path(embed_dir) / "meta.json"),
     )
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
                       autoescape=lambda name: bool(name) and name.endswith(".html.j2"),

@@ -1,48 +1,49 @@
-"""SID stage: items -> semantic IDs (index.json in upstream's format) plus an upstream-layout export."""
+"""SID stage: item embeddings -> semantic IDs (index.json in upstream's format) plus an upstream-layout export.
+
+``sid.method`` picks the index the rest of the pipeline uses; every method in ``sid.compare`` is built from
+the same embeddings too, and the quality of all of them (and of the source's shipped index, when it has
+one) is set side by side in ``summary.json`` for the report.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from harness.data.schema import Dataset, read_dataset
 from harness.data.upstream_format import write_index_json, write_upstream_dir
-from harness.errors import ParamsError
+from harness.errors import HarnessError, ParamsError
 from harness.io import atomic_dir, write_json
 from harness.params import SidParams
-from harness.sid.tokens import codes_to_tokens, sid_string
+from harness.sid.quality import sid_quality
+from harness.sid.tokens import codes_to_tokens
 
 
-def sid_summary(index: dict[int, list[str]], n_items: int) -> dict:
-    """Collision and coverage figures that decide what the recommender can express."""
-    by_sid = Counter(sid_string(t) for t in index.values())
-    depth = max(len(t) for t in index.values())
-    used = [len({t[level] for t in index.values() if len(t) > level}) for level in range(depth)]
-    return {
-        "items": n_items,
-        "items_with_sid": len(index),
-        "distinct_sids": len(by_sid),
-        "colliding_items": sum(c for c in by_sid.values() if c > 1),
-        "largest_collision_group": max(by_sid.values()),
-        "depth": depth,
-        "codes_used_per_level": used,
-    }
-
-
-def codes_from_embeddings(emb: np.ndarray, method: str, levels: int, k: int, iters: int, seed: int) -> list[list[int]]:
-    """Per-item code lists (0-based) from one builder; the dedup level makes some lists one longer."""
+def build_codes(emb: np.ndarray, method: str, p: SidParams, checkpoint_dir: Path | None = None,
+                show_progress: bool = True) -> list[list[int]]:
+    """Per-item code lists (0-based); the dedup level makes some lists one longer."""
+    k, levels = p.codebook_size, p.levels
     if k > len(emb):
         raise ParamsError("params.yaml", "sid.codebook_size", f"{k} codes per level exceed the {len(emb)} items")
     if method == "rqkmeans":
         from harness.sid.rqkmeans import residual_kmeans
 
-        return residual_kmeans(emb, levels, k, iters, seed)[0].tolist()
+        return residual_kmeans(emb, levels, k, p.kmeans_iters, p.seed)[0].tolist()
     if method == "rqkmeans-constrained":
         from harness.sid.constrained import constrained_residual_kmeans, dedup_level
 
-        return dedup_level(constrained_residual_kmeans(emb, levels, k, iters, seed))
+        return dedup_level(constrained_residual_kmeans(emb, levels, k, p.kmeans_iters, p.seed)[0])
+    if method == "rqvae":
+        from harness.sid.rqvae import rqvae_codes
+
+        return rqvae_codes(emb, levels, k, p.kmeans_iters, p.seed, p.rqvae, checkpoint_dir, show_progress).tolist()
+    if method == "rqkmeans-plus":
+        from harness.sid.constrained import dedup_level
+        from harness.sid.rqvae import rqkmeans_plus_codes
+
+        return dedup_level(rqkmeans_plus_codes(emb, levels, k, p.kmeans_iters, p.seed, p.rqkmeans_plus,
+                                               checkpoint_dir, show_progress))
     raise ParamsError("params.yaml", "sid.method", f"unknown method {method!r}")
 
 
@@ -54,32 +55,44 @@ def codebook_sizes(codes: list[list[int]], levels: int, k: int) -> list[int]:
     return sizes
 
 
-def build_index(ds: Dataset, p: SidParams) -> tuple[dict[int, list[str]], np.ndarray | None, list[int] | None]:
-    if p.method == "shipped":
-        if ds.sid_index is None:
-            raise ParamsError("params.yaml", "sid.method", "'shipped' needs a data source that ships an index.json "
-                              "(data.source: upstream)")
-        return dict(ds.sid_index), None, None
-    from harness.sid.embed import embed_items
-
-    emb = embed_items(ds.items, p.embedding.model, p.embedding.batch_size)
-    codes = codes_from_embeddings(emb, p.method, p.levels, p.codebook_size, p.kmeans_iters, p.seed)
-    index = {it.id: codes_to_tokens(codes[it.id]) for it in ds.items}
-    return index, emb, codebook_sizes(codes, p.levels, p.codebook_size)
+def load_embeddings(embed_dir: Path, n_items: int) -> np.ndarray:
+    path = embed_dir / "embeddings.npy"
+    if not path.is_file():
+        raise HarnessError(f"{path}: not found (run the embed stage first: dvc repro embed)")
+    emb = np.load(path, allow_pickle=False)
+    if emb.ndim != 2 or len(emb) != n_items:
+        raise HarnessError(f"{path}: shape {emb.shape} does not match {n_items} items (re-run the embed stage)")
+    return emb
 
 
-def run_sid(p: SidParams, dataset_dir: str | Path = "data/dataset", out_dir: str | Path = "data/sid") -> dict:
+def run_sid(p: SidParams, dataset_dir: str | Path = "data/dataset", embed_dir: str | Path = "data/embed",
+            out_dir: str | Path = "data/sid") -> dict:
     """Entry point of the ``sid`` stage."""
-    ds = read_dataset(Path(dataset_dir))
-    index, emb, sizes = build_index(ds, p)
-    summary = {"method": p.method, **sid_summary(index, len(ds.items))}
-    if p.method != "shipped":
-        summary.update({"levels": p.levels, "codebook_size": p.codebook_size, "codebook_size_per_level": sizes,
-                        "embedding_model": p.embedding.model})
+    ds: Dataset = read_dataset(Path(dataset_dir))
+    if p.method == "shipped" and ds.sid_index is None:
+        raise ParamsError("params.yaml", "sid.method", "'shipped' needs a data source that ships an index.json")
+    methods = [p.method] + [m for m in p.compare if m != p.method]
+    built = [m for m in methods if m != "shipped"]
+    emb = load_embeddings(Path(embed_dir), len(ds.items)) if built else None
     with atomic_dir(out_dir) as tmp:
+        comparison, chosen = [], None
+        for method in methods:
+            if method == "shipped":
+                index, sizes = dict(ds.sid_index), None
+            else:
+                codes = build_codes(emb, method, p, tmp / "checkpoints")
+                index = {it.id: codes_to_tokens(codes[it.id]) for it in ds.items}
+                sizes = codebook_sizes(codes, p.levels, p.codebook_size)
+            comparison.append({"method": method, "selected": method == p.method, **sid_quality(index, ds.items)})
+            if method == p.method:
+                chosen = index, sizes
+        if ds.sid_index is not None and "shipped" not in methods:
+            comparison.append({"method": "shipped", "selected": False, **sid_quality(ds.sid_index, ds.items)})
+        index, sizes = chosen
+        summary = {"method": p.method, **comparison[0], "comparison": comparison}
+        if p.method != "shipped":
+            summary.update({"levels": p.levels, "codebook_size": p.codebook_size, "codebook_size_per_level": sizes})
         write_index_json(tmp / "index.json", index)
-        if emb is not None:
-            np.save(tmp / "embeddings.npy", emb)
         write_upstream_dir(ds, tmp / "upstream", ds.name, index)
         write_json(tmp / "summary.json", summary)
     return summary

@@ -15,29 +15,36 @@ import numpy as np
 
 
 def constrained_residual_kmeans(x: np.ndarray, levels: int, k: int, iters: int, seed: int,
-                                n_init: int = 1) -> np.ndarray:
+                                n_init: int = 1) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Return codes (N, levels) and the per-level centroids (k, d) (RQ-Kmeans+ starts its codebooks there)."""
     from k_means_constrained import KMeansConstrained
 
     n = len(x)
     residual = np.ascontiguousarray(x, dtype=np.float64).copy()
     codes = np.zeros((n, levels), dtype=np.int64)
+    centroids = []
     for level in range(levels):
         km = KMeansConstrained(n_clusters=k, size_min=max(1, n // k - 1), size_max=n // k + 1, max_iter=iters,
                                n_init=n_init, random_state=seed + level, n_jobs=1)
         labels = km.fit_predict(residual)
         codes[:, level] = labels
         residual -= km.cluster_centers_[labels]
-    return codes
+        centroids.append(km.cluster_centers_.copy())
+    return codes, centroids
+
+
+def collision_groups(codes) -> list[list[int]]:
+    """Row indices sharing a full code tuple: groups of two or more, each in row order."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for item, row in enumerate(np.asarray(codes).tolist()):
+        groups[tuple(row)].append(item)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def dedup_level(codes: np.ndarray) -> list[list[int]]:
     """Append a rank token to every member of a colliding code tuple (no item keeps a shared SID)."""
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for item, row in enumerate(codes.tolist()):
-        groups[tuple(row)].append(item)
-    out = [list(row) for row in codes.tolist()]
-    for members in groups.values():
-        if len(members) > 1:
-            for rank, item in enumerate(sorted(members)):
-                out[item].append(rank)
+    out = [list(row) for row in np.asarray(codes).tolist()]
+    for members in collision_groups(codes):
+        for rank, item in enumerate(members):
+            out[item].append(rank)
     return out
