@@ -107,7 +107,8 @@ class RqTrainParams(_Section):
     beta: float = Field(0.25, ge=0)  # commitment weight
     quant_loss_weight: float = Field(1.0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
-    eval_every: int = Field(25, ge=1)  # epochs between collision measurements (best-collision state is kept)
+    eval_every: int = Field(25, ge=1)  # epochs between evaluations of the catalogue's collision rate
+    keep: Literal["collision", "loss", "last"] = "collision"  # which evaluated state builds the index
 
 
 class RqvaeParams(RqTrainParams):

@@ -109,3 +109,29 @@ def test_shipped_sids_come_from_the_source_or_are_refused(tmp_path):
     r = _run(["sid", "--params", str(p)], tmp_path)
     assert r.returncode == 2 and "sid.method" in r.stderr
     assert json.loads((tmp_path / "data/sid/index.json").read_text()) == shipped  # old output untouched
+
+
+def test_sid_stage_compares_builders_with_the_shipped_industrial_index(tmp_path, shared_amazon):
+    """embed from an upstream-layout .npy, then one builder beside the shipped index, as the report shows them."""
+    import numpy as np
+
+    from harness.report import sid_table
+
+    vectors = tmp_path / "Industrial_and_Scientific.emb-test-td.npy"
+    np.save(vectors, np.random.default_rng(0).normal(size=(3686, 16)).astype(np.float16))
+    p = _params(tmp_path, {
+        "data": {"source": "upstream", "upstream": {"dir": str(shared_amazon), "valid_as_train": True}},
+        "embed": {"npy": str(vectors)},
+        "sid": {"method": "rqkmeans", "codebook_size": 256, "compare": ["rqkmeans-constrained"]},
+    })
+    for stage in ("data", "embed", "sid"):
+        r = _run([stage, "--params", str(p)], tmp_path)
+        assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "data/sid/summary.json").read_text())
+    rows = {r["method"]: r for r in summary["comparison"]}
+    assert list(rows) == ["rqkmeans", "rqkmeans-constrained", "shipped"]
+    assert rows["shipped"]["unique_sids"] == 3670 and rows["shipped"]["codes_used_per_level"] == [48, 256, 256]
+    assert rows["rqkmeans-constrained"]["unique_share"] == 1.0 and rows["rqkmeans"]["selected"]
+    header, table = sid_table(summary)
+    assert [r[0] for r in table] == ["rqkmeans (used)", "rqkmeans-constrained", "shipped"]
+    assert "NMI level-1 vs category" in header

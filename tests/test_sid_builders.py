@@ -121,6 +121,10 @@ def test_rqvae_keeps_its_best_collision_state_and_reloads_to_the_same_codes(embe
     model = RQAutoencoder(mlp(dims), ResidualQuantizer(3, 8, 8, 0.25), mlp(dims[::-1]))
     model.load_state_dict(load_file(str(tmp_path / "rqvae.safetensors")))
     assert model.codes(torch.from_numpy(embeddings)).tolist() == codes
+    for keep, expected in (("last", 30), ("loss", min(log["evaluations"], key=lambda r: r["loss"])["epoch"])):
+        other = p.model_copy(update={"rqvae": p.rqvae.model_copy(update={"keep": keep})})
+        build_codes(embeddings, "rqvae", other, tmp_path / keep, show_progress=False)
+        assert json.loads((tmp_path / keep / "rqvae_training.json").read_text())["kept_epoch"] == expected
 
 
 def test_sinkhorn_rounds_reduce_rqvae_collisions(embeddings, tmp_path):

@@ -10,9 +10,10 @@
   from the identity. The codebooks start at the constrained k-means centroids, so training starts from the
   constrained codes. The dedup level then makes every SID unique.
 
-Training keeps the state with the fewest collisions on the catalogue (ties: lower loss), measured every
-``eval_every`` epochs. Upstream's generate_indices reads its best-collision checkpoint the same way. The
-kept state is written as safetensors beside its training log.
+Training evaluates the catalogue's collision rate and loss every ``eval_every`` epochs. By default it keeps
+the state with the fewest collisions (ties: lower loss), the same choice as upstream's generate_indices
+reading its best-collision checkpoint. ``keep: loss | last`` chooses otherwise. The kept state is written
+as safetensors beside its training log.
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ def collision_rate(codes: torch.Tensor) -> float:
 
 
 def train(model: RQAutoencoder, x: torch.Tensor, p: RqTrainParams, seed: int, label: str,
-          show_progress: bool = True) -> list[dict]:
-    """Fit the autoencoder; leave the best-collision state loaded; return the evaluation log."""
+          show_progress: bool = True) -> tuple[list[dict], int]:
+    """Fit the autoencoder; leave the kept state (``p.keep``) loaded; return the evaluation log and its epoch."""
     from harness.console import progress
 
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
@@ -123,6 +124,7 @@ def train(model: RQAutoencoder, x: torch.Tensor, p: RqTrainParams, seed: int, la
     n = len(x)
     log: list[dict] = []
     best: tuple[float, float] | None = None
+    best_epoch = 0
     best_state: dict[str, torch.Tensor] = {}
     with progress() as bar:
         task = bar.add_task(label, total=p.epochs, visible=show_progress)
@@ -142,13 +144,14 @@ def train(model: RQAutoencoder, x: torch.Tensor, p: RqTrainParams, seed: int, la
                 model.eval()
                 rate = collision_rate(model.codes(x))
                 log.append({"epoch": epoch, "loss": round(total / n, 6), "collision_rate": round(rate, 6)})
-                if best is None or (rate, total) < best:
-                    best = (rate, total)
+                score = {"collision": (rate, total), "loss": (total, rate), "last": (-epoch, 0.0)}[p.keep]
+                if best is None or score < best:
+                    best, best_epoch = score, epoch
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.advance(task)
     model.load_state_dict(best_state)
     model.eval()
-    return log
+    return log, best_epoch
 
 
 def _save(model: nn.Module, log: list[dict], out_dir: Path | None, name: str, meta: dict) -> None:
@@ -158,8 +161,7 @@ def _save(model: nn.Module, log: list[dict], out_dir: Path | None, name: str, me
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / f"{name}.safetensors"))
-    best = min(log, key=lambda r: (r["collision_rate"], r["loss"]))
-    write_json(out_dir / f"{name}_training.json", {**meta, "kept_epoch": best["epoch"], "evaluations": log})
+    write_json(out_dir / f"{name}_training.json", {**meta, "evaluations": log})
 
 
 def rqvae_codes(x: np.ndarray, levels: int, k: int, kmeans_iters: int, seed: int, p: RqvaeParams,
@@ -174,7 +176,7 @@ def rqvae_codes(x: np.ndarray, levels: int, k: int, kmeans_iters: int, seed: int
     with torch.no_grad():  # k-means initialisation of every level on the initial latents
         _, centroids = residual_kmeans(model.encoder(xt).numpy(), levels, k, kmeans_iters, seed)
         model.quantizer.codebooks.copy_(torch.from_numpy(np.stack(centroids)))
-    log = train(model, xt, p, seed, "rqvae", show_progress)
+    log, kept = train(model, xt, p, seed, "rqvae", show_progress)
     codes = model.codes(xt)
     rounds = 0
     for rounds in range(1, p.sinkhorn_rounds + 1):
@@ -185,7 +187,8 @@ def rqvae_codes(x: np.ndarray, levels: int, k: int, kmeans_iters: int, seed: int
         for members in groups:
             idx = torch.tensor(members)
             codes[idx] = model.codes(xt[idx], (p.sinkhorn_epsilon, p.sinkhorn_iters))
-    _save(model, log, checkpoint_dir, "rqvae", {"method": "rqvae", "sinkhorn_rounds_used": rounds,
+    _save(model, log, checkpoint_dir, "rqvae", {"method": "rqvae", "keep": p.keep, "kept_epoch": kept,
+                                                "sinkhorn_rounds_used": rounds,
                                                 "collisions_after_sinkhorn": sum(map(len, collision_groups(codes)))})
     return codes.numpy()
 
@@ -203,8 +206,9 @@ def rqkmeans_plus_codes(x: np.ndarray, levels: int, k: int, kmeans_iters: int, s
                           mlp([dim, *p.layers[::-1], dim]))
     with torch.no_grad():
         model.quantizer.codebooks.copy_(torch.from_numpy(np.stack(centroids).astype(np.float32)))
-    log = train(model, xt, p, seed, "rqkmeans-plus", show_progress)
+    log, kept = train(model, xt, p, seed, "rqkmeans-plus", show_progress)
     codes = model.codes(xt)
-    _save(model, log, checkpoint_dir, "rqkmeans_plus", {"method": "rqkmeans-plus"})
+    _save(model, log, checkpoint_dir, "rqkmeans_plus", {"method": "rqkmeans-plus", "keep": p.keep,
+                                                        "kept_epoch": kept})
     return codes.numpy()
 
