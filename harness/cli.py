@@ -59,8 +59,8 @@ def sid(params: Path = ParamsOpt) -> None:
 
     cols = ["method", "unique_share", "collision_groups", "largest_group", "codes_used_per_level",
             "perplexity_per_level", "nmi_level0_category"]
-    out.print(tabulate([[("* " if r["selected"] else "") + r["method"], *(r[c] for c in cols[1:])]
-                        for r in s["comparison"]], headers=cols), highlight=False, markup=False)
+    print(tabulate([[("* " if r["selected"] else "") + r["method"], *(r[c] for c in cols[1:])]
+                    for r in s["comparison"]], headers=cols))  # plain print: a table must not be re-wrapped
 
 
 @app.command("build-sids")

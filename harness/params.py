@@ -109,6 +109,7 @@ class RqTrainParams(_Section):
     weight_decay: float = Field(0.0, ge=0)
     eval_every: int = Field(25, ge=1)  # epochs between evaluations of the catalogue's collision rate
     keep: Literal["collision", "loss", "last"] = "collision"  # which evaluated state builds the index
+    device: str = "cpu"  # cpu: byte-identical runs; cuda / auto for GPU profiles (e.g. 10,000 epochs)
 
 
 class RqvaeParams(RqTrainParams):

@@ -58,23 +58,36 @@ def test_same_seed_same_codes(embeddings, method, tmp_path):
         assert (tmp_path / "a" / f"{name}.safetensors").read_bytes() == (tmp_path / "b" / f"{name}.safetensors").read_bytes()
 
 
-def test_build_sids_command_is_deterministic_and_unique(tmp_path, upstream_dir):
+@pytest.mark.parametrize("method", ["rqkmeans", "rqkmeans-constrained", "rqvae", "rqkmeans-plus"])
+def test_build_sids_is_byte_identical_across_processes(tmp_path, upstream_dir, method):
+    """Two separate runs with the same seed: the same index.json, byte for byte (on CPU)."""
     item_json = upstream_dir / "index" / "Toy.item.json"
     outs = []
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep.txt").write_text("a user's file")
     for name in ("a", "b"):
         out = tmp_path / name
         r = subprocess.run([sys.executable, "-m", "harness.cli", "build-sids", "--item-json", str(item_json),
-                            "--method", "rqkmeans-constrained", "--out", str(out), "--levels", "2", "--codebook", "4",
-                            "--seed", "3"], capture_output=True, text=True, timeout=600)
+                            "--method", method, "--out", str(out), "--levels", "2", "--codebook", "4",
+                            "--seed", "3", "--epochs", "20"], capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr
         outs.append(out)
     a, b = ((o / "index.json").read_bytes() for o in outs)
     assert a == b  # byte for byte
     stats = json.loads((outs[0] / "sid_stats.json").read_text())
-    assert stats["unique_sids"] == stats["items"] == 40 and stats["colliding_items"] == 0
-    assert stats["codes_used_per_level"][:2] == [4, 4]
+    assert stats["items"] == 40 and stats["method"] == method
+    assert (outs[0] / "keep.txt").read_text() == "a user's file"  # only our files in OUT are replaced
+    if method in ("rqvae", "rqkmeans-plus"):
+        assert stats["training"]["epochs"] == 20
+        name = method.replace("-", "_")
+        assert (outs[0] / "checkpoints" / f"{name}.safetensors").read_bytes() == \
+            (outs[1] / "checkpoints" / f"{name}.safetensors").read_bytes()
     info = (outs[0] / "Toy_5_2016-10-2018-11.txt").read_text().splitlines()
     assert len(info) == 40 and all(line.count("\t") == 2 for line in info)
+    if method in ("rqkmeans-constrained", "rqkmeans-plus"):  # the dedup level makes every SID unique
+        assert stats["unique_sids"] == 40 and stats["colliding_items"] == 0
+    if method == "rqkmeans-constrained":
+        assert stats["codes_used_per_level"][:2] == [4, 4]
 
 
 def test_build_sids_refuses_unknown_method(tmp_path, upstream_dir):
@@ -135,22 +148,3 @@ def test_sinkhorn_rounds_reduce_rqvae_collisions(embeddings, tmp_path):
     off = FAST.model_copy(update={"rqvae": FAST.rqvae.model_copy(update={"sinkhorn_rounds": 0})})
     before, after = colliding(off), colliding(FAST)
     assert before > 0 and after < before
-
-
-@pytest.mark.parametrize("method", ["rqvae", "rqkmeans-plus"])
-def test_build_sids_trains_and_checkpoints(tmp_path, upstream_dir, method):
-    out = tmp_path / "out"
-    (out / "keep.txt").parent.mkdir()
-    (out / "keep.txt").write_text("a user's file")
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "build-sids", "--item-json",
-                        str(upstream_dir / "index" / "Toy.item.json"), "--method", method, "--out", str(out),
-                        "--levels", "2", "--codebook", "4", "--epochs", "20"], capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr
-    stats = json.loads((out / "sid_stats.json").read_text())
-    assert stats["method"] == method and stats["training"]["epochs"] == 20 and stats["items"] == 40
-    name = method.replace("-", "_")
-    assert (out / "checkpoints" / f"{name}.safetensors").is_file()
-    assert (out / "keep.txt").read_text() == "a user's file"  # only our files are replaced
-    if method == "rqkmeans-plus":
-        assert stats["unique_sids"] == 40  # dedup level

@@ -18,7 +18,9 @@ as safetensors beside its training log.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +122,7 @@ def train(model: RQAutoencoder, x: torch.Tensor, p: RqTrainParams, seed: int, la
     from harness.console import progress
 
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # batch order on the CPU, whatever the device
     n = len(x)
     log: list[dict] = []
     best: tuple[float, float] | None = None
@@ -131,7 +133,7 @@ def train(model: RQAutoencoder, x: torch.Tensor, p: RqTrainParams, seed: int, la
         for epoch in range(1, p.epochs + 1):
             model.train()
             total = 0.0
-            for batch in torch.randperm(n, generator=gen).split(p.batch_size):
+            for batch in torch.randperm(n, generator=gen).to(x.device).split(p.batch_size):
                 xb = x[batch]
                 out, q_loss, _ = model(xb)
                 loss = F.mse_loss(out, xb) + p.quant_loss_weight * q_loss
@@ -154,6 +156,23 @@ def train(model: RQAutoencoder, x: torch.Tensor, p: RqTrainParams, seed: int, la
     return log, best_epoch
 
 
+@contextlib.contextmanager
+def reproducible(device: str, seed: int) -> Iterator[None]:
+    """Seed torch; on CPU also force deterministic kernels (the codebook gradient is a scatter-add whose
+    default CPU kernel sums in a thread-dependent order, so two runs drifted apart after one epoch)."""
+    torch.manual_seed(seed)
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(device == "cpu")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
+
+
+def pick_device(device: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 def _save(model: nn.Module, log: list[dict], out_dir: Path | None, name: str, meta: dict) -> None:
     if out_dir is None:
         return
@@ -169,28 +188,29 @@ def rqvae_codes(x: np.ndarray, levels: int, k: int, kmeans_iters: int, seed: int
     """(N, levels) 0-based codes from a trained RQ-VAE, collisions spread by Sinkhorn rounds."""
     from harness.sid.rqkmeans import residual_kmeans
 
-    torch.manual_seed(seed)
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    dims = [xt.shape[1], *p.layers, p.e_dim]
-    model = RQAutoencoder(mlp(dims), ResidualQuantizer(levels, k, p.e_dim, p.beta), mlp(dims[::-1]))
-    with torch.no_grad():  # k-means initialisation of every level on the initial latents
-        _, centroids = residual_kmeans(model.encoder(xt).numpy(), levels, k, kmeans_iters, seed)
-        model.quantizer.codebooks.copy_(torch.from_numpy(np.stack(centroids)))
-    log, kept = train(model, xt, p, seed, "rqvae", show_progress)
-    codes = model.codes(xt)
-    rounds = 0
-    for rounds in range(1, p.sinkhorn_rounds + 1):
-        groups = collision_groups(codes)
-        if not groups:
-            rounds -= 1
-            break
-        for members in groups:
-            idx = torch.tensor(members)
-            codes[idx] = model.codes(xt[idx], (p.sinkhorn_epsilon, p.sinkhorn_iters))
-    _save(model, log, checkpoint_dir, "rqvae", {"method": "rqvae", "keep": p.keep, "kept_epoch": kept,
-                                                "sinkhorn_rounds_used": rounds,
-                                                "collisions_after_sinkhorn": sum(map(len, collision_groups(codes)))})
-    return codes.numpy()
+    dev = pick_device(p.device)
+    with reproducible(dev, seed):
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
+        dims = [xt.shape[1], *p.layers, p.e_dim]
+        model = RQAutoencoder(mlp(dims), ResidualQuantizer(levels, k, p.e_dim, p.beta), mlp(dims[::-1])).to(dev)
+        with torch.no_grad():  # k-means initialisation of every level on the initial latents
+            _, centroids = residual_kmeans(model.encoder(xt).cpu().numpy(), levels, k, kmeans_iters, seed)
+            model.quantizer.codebooks.copy_(torch.from_numpy(np.stack(centroids)))
+        log, kept = train(model, xt, p, seed, "rqvae", show_progress)
+        codes = model.codes(xt)
+        rounds = 0
+        for rounds in range(1, p.sinkhorn_rounds + 1):
+            groups = collision_groups(codes.cpu())
+            if not groups:
+                rounds -= 1
+                break
+            for members in groups:
+                idx = torch.tensor(members, device=dev)
+                codes[idx] = model.codes(xt[idx], (p.sinkhorn_epsilon, p.sinkhorn_iters))
+        _save(model.cpu(), log, checkpoint_dir, "rqvae", {
+            "method": "rqvae", "keep": p.keep, "kept_epoch": kept, "sinkhorn_rounds_used": rounds,
+            "collisions_after_sinkhorn": sum(map(len, collision_groups(codes.cpu())))})
+    return codes.cpu().numpy()
 
 
 def rqkmeans_plus_codes(x: np.ndarray, levels: int, k: int, kmeans_iters: int, seed: int, p: RqTrainParams,
@@ -198,17 +218,17 @@ def rqkmeans_plus_codes(x: np.ndarray, levels: int, k: int, kmeans_iters: int, s
     """(N, levels) 0-based codes from RQ-Kmeans+ (before the dedup level)."""
     from harness.sid.constrained import constrained_residual_kmeans
 
-    torch.manual_seed(seed)
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    dev = pick_device(p.device)
     _, centroids = constrained_residual_kmeans(x, levels, k, kmeans_iters, seed)
-    dim = xt.shape[1]
-    model = RQAutoencoder(ResidualMLP(dim, p.layers), ResidualQuantizer(levels, k, dim, p.beta),
-                          mlp([dim, *p.layers[::-1], dim]))
-    with torch.no_grad():
-        model.quantizer.codebooks.copy_(torch.from_numpy(np.stack(centroids).astype(np.float32)))
-    log, kept = train(model, xt, p, seed, "rqkmeans-plus", show_progress)
-    codes = model.codes(xt)
-    _save(model, log, checkpoint_dir, "rqkmeans_plus", {"method": "rqkmeans-plus", "keep": p.keep,
-                                                        "kept_epoch": kept})
+    with reproducible(dev, seed):
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
+        dim = xt.shape[1]
+        model = RQAutoencoder(ResidualMLP(dim, p.layers), ResidualQuantizer(levels, k, dim, p.beta),
+                              mlp([dim, *p.layers[::-1], dim])).to(dev)
+        with torch.no_grad():
+            model.quantizer.codebooks.copy_(torch.from_numpy(np.stack(centroids).astype(np.float32)))
+        log, kept = train(model, xt, p, seed, "rqkmeans-plus", show_progress)
+        codes = model.codes(xt).cpu()
+        _save(model.cpu(), log, checkpoint_dir, "rqkmeans_plus", {"method": "rqkmeans-plus", "keep": p.keep,
+                                                                  "kept_epoch": kept})
     return codes.numpy()
-
