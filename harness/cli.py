@@ -110,6 +110,20 @@ def sft(params: Path = ParamsOpt) -> None:
 
 
 @app.command()
+def rl(params: Path = ParamsOpt) -> None:
+    """GRPO on the SFT model with constrained-beam groups and a rank-aware reward (rl.enabled: false skips it)."""
+    from harness.train.rl import run_rl
+
+    log = _run(lambda: run_rl(load_section("rl", params)))
+    if log["enabled"]:
+        out.print(f"rl: {log['global_steps']} steps on {log['train_prompts']} prompts, reward ({log['reward']}) "
+                  f"{log['mean_reward_first_steps']:.4f} in the first steps -> {log['mean_reward_last_steps']:.4f} "
+                  "in the last")
+    else:
+        out.print("rl: disabled (rl.enabled: false); evaluate scores the SFT model only")
+
+
+@app.command()
 def evaluate(params: Path = ParamsOpt) -> None:
     """Constrained beam search on the test split; HR/NDCG/legality for the model and baselines."""
     from harness.evaluate import run_evaluate

@@ -29,6 +29,8 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     # trl's SFTConfig still passes the old name; transformers warns on every run.
     warnings.filterwarnings("ignore", message=r".*`gradient_checkpointing` is deprecated.*", category=FutureWarning)
+    # trl's GRPOTrainer calls the old gradient-checkpointing method names of transformers 5.
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated.*", category=FutureWarning)
     # Sampling knobs are pinned on purpose for beam search (hazard H1); the notice that they are unused is noise.
     for name in ("transformers.generation.configuration_utils", "transformers.generation.utils"):
         logging.getLogger(name).addFilter(_DropMessage("generation flags are not valid"))

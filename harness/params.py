@@ -155,6 +155,24 @@ class SftParams(_Section):
     model: ModelParams = ModelParams()
 
 
+# ---------------------------------------------------------------- rl
+class RlParams(_Section):
+    """GRPO on the SFT model: groups are constrained beams, rewards read each sample's own label (spec §1.6)."""
+
+    enabled: bool = True
+    seed: int = 0
+    max_prompts: int | None = Field(None, ge=1)  # train-split prompts used (None = all), drawn with the seed
+    epochs: float = Field(1, gt=0)
+    prompts_per_step: int = Field(4, ge=1)  # groups per optimiser step (upstream: 64 across 8 GPUs)
+    num_generations: int = Field(16, ge=2)  # G: beams per prompt = the group
+    learning_rate: float = Field(1e-5, gt=0)  # upstream rl.sh
+    beta: float = Field(1e-3, ge=0)  # KL weight; 0 = no reference model
+    reward: Literal["rule", "ranking"] = "ranking"
+    sync_ref_model: bool = False
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    max_grad_norm: float = Field(0.3, gt=0)
+
+
 # ---------------------------------------------------------------- evaluate
 class EvaluateParams(_Section):
     num_beams: int = Field(50, ge=1)
@@ -172,6 +190,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "embed": EmbedParams,
     "sid": SidParams,
     "sft": SftParams,
+    "rl": RlParams,
     "evaluate": EvaluateParams,
     "report": ReportParams,
 }

@@ -22,6 +22,7 @@ TINY = {
             "rqkmeans_plus": {"epochs": 40, "eval_every": 10}},
     "sft": {"epochs": 2, "model": {"hidden_size": 32, "num_layers": 1, "intermediate_size": 64,
                                    "tokenizer_vocab_size": 300}},
+    "rl": {"max_prompts": 8, "num_generations": 4, "prompts_per_step": 2},
     "evaluate": {"num_beams": 20, "max_rows": 60},
 }
 
@@ -67,8 +68,8 @@ def reproduced(project) -> Path:
 def test_repro_writes_every_stage_output(reproduced):
     for path in ("data/dataset/items.jsonl", "data/dataset/interactions.jsonl", "data/embed/embeddings.npy",
                  "data/embed/meta.json", "data/sid/index.json", "data/sid/checkpoints/rqvae.safetensors",
-                 "data/sid/upstream/info/synthetic_5_2016-10-2018-11.txt", "models/sft/config.json",
-                 "models/sft/tokenizer.json", "reports/predictions/sft.json", "reports/metrics.json",
+                 "data/sid/upstream/info/synthetic_5_2016-10-2018-11.txt", "models/sft/config.json", "models/rl/config.json",
+                 "models/sft/tokenizer.json", "reports/predictions/sft.json", "reports/predictions/rl.json", "reports/metrics.json",
                  "reports/report.md", "reports/report.html", "reports/audit/data.json", "reports/audit/sid.json",
                  "reports/audit/generation.json", "reports/audit/findings.json", "reports/audit/summary.md"):
         assert (reproduced / path).is_file(), path
@@ -77,12 +78,13 @@ def test_repro_writes_every_stage_output(reproduced):
 def test_metrics_schema_and_predictions(reproduced):
     m = json.loads((reproduced / "reports/metrics.json").read_text())
     ks = (1, 3, 5, 10, 20)
-    for block in (m["sft"], m["baselines"]["most_popular"], m["baselines"]["repeat_last"]):
+    for block in (m["sft"], m["rl"], m["baselines"]["most_popular"], m["baselines"]["repeat_last"]):
         for k in ks:
             assert 0.0 <= block[f"ndcg@{k}"] <= block[f"hr@{k}"] <= 1.0
         assert "hr@50" not in block  # cut-offs above the beam count are not reported
         assert 0.0 <= block["legality_rate"] <= 1.0
     assert m["sft"]["legality_rate"] == 1.0 and m["sft"]["illegal_count"] == 0
+    assert m["rl"]["legality_rate"] == 1.0
     assert m["protocol"]["rows"] == 60 and m["protocol"]["num_beams"] == 20
     assert m["protocol"]["generation"]["do_sample"] is False
     preds = json.loads((reproduced / "reports/predictions/sft.json").read_text())
@@ -95,7 +97,8 @@ def test_report_shows_model_baseline_and_audit(reproduced):
     html = (reproduced / "reports/report.html").read_text()
     md = (reproduced / "reports/report.md").read_text()
     for text in (html, md):
-        assert "SFT (constrained beams)" in text and "Most popular" in text and "HR@10" in text
+        assert "SFT (constrained beams)" in text and "SFT + RL (GRPO)" in text and "Most popular" in text
+        assert "HR@10" in text and "After GRPO: HR@10" in text
         assert "Audit" in text and "collision-aware" in text
         # the SID builders side by side with the source's shipped index
         for method in ("rqkmeans (used)", "rqkmeans-constrained", "rqvae", "rqkmeans-plus", "shipped"):
@@ -153,3 +156,51 @@ def test_exp_run_switches_the_sid_method_for_the_whole_pipeline(reproduced):
     assert metrics["sft"]["legality_rate"] == 1.0  # variable-length SIDs decode whole (H10)
     audit = json.loads((reproduced / "reports/audit/sid.json").read_text())
     assert audit["colliding_items"] == 0 and audit["levels"] == longest
+
+
+def test_rl_rollout_groups_are_distinct_catalogue_beams(reproduced):
+    from types import SimpleNamespace
+
+    from harness.data.schema import read_dataset
+    from harness.data.upstream_format import read_index_json
+    from harness.decode.constrained import SidTrie
+    from harness.evaluate import load_model
+    from harness.sid.tokens import sid_string
+    from harness.train.rl import make_rollout, rl_examples
+
+    ds = read_dataset(reproduced / "data/dataset")
+    index = read_index_json(reproduced / "data/sid/index.json", len(ds.items))
+    model, tok = load_model(reproduced / "models/sft")
+    trie = SidTrie([tok.convert_tokens_to_ids(index[i]) for i in sorted(index)], tok.eos_token_id)
+    prompts = rl_examples(ds, index, 3, seed=0)["prompt"]
+    trainer = SimpleNamespace(model=model, accelerator=SimpleNamespace(unwrap_model=lambda m: m))
+    out = make_rollout(tok, trie, 4)([p for p in prompts for _ in range(4)], trainer)
+    assert len(out["completion_ids"]) == 12 and out["beam_rank"] == [0, 1, 2, 3] * 3
+    catalogue = {sid_string(t) for t in index.values()}
+    for g in range(3):
+        sids = ["".join(tok.convert_ids_to_tokens(c[:-1])) for c in out["completion_ids"][4 * g:4 * g + 4]]
+        assert len(set(sids)) == 4 and set(sids) <= catalogue  # G distinct, legal SIDs
+    assert all(c[-1] == tok.eos_token_id for c in out["completion_ids"])
+
+
+def test_rl_with_the_rule_reward(reproduced, tmp_path):
+    from harness.params import RlParams
+    from harness.train.rl import run_rl
+
+    log = run_rl(RlParams(max_prompts=4, num_generations=4, prompts_per_step=2, reward="rule"),
+                 reproduced / "data/dataset", reproduced / "data/sid", reproduced / "models/sft", tmp_path / "rl")
+    assert log["reward"] == "rule" and log["global_steps"] == 2
+    logged = {k for h in log["log_history"] for k in h}
+    assert "rewards/rule/mean" in logged and not any("ndcg_rule" in k for k in logged)
+    assert (tmp_path / "rl" / "config.json").is_file()
+
+
+def test_exp_run_without_rl_reports_sft_only(reproduced):
+    sh(reproduced, "git", "add", "-A")
+    sh(reproduced, "git", "commit", "-qm", "before the sft-only run")
+    out = sh(reproduced, "dvc", "exp", "run", "-S", "rl.enabled=false", "-n", "sft-only")
+    assert "Stage 'sft' didn't change, skipping" in out
+    m = json.loads((reproduced / "reports/metrics.json").read_text())
+    assert m["rl"] is None and "hr@10" in m["sft"]
+    assert not (reproduced / "reports/predictions/rl.json").exists()
+    assert "RL: not run" in (reproduced / "reports/report.md").read_text()

@@ -12,7 +12,7 @@ from harness.data.upstream_format import read_index_json
 from harness.errors import HarnessError
 from harness.evaluate.baselines import most_popular, repeat_last
 from harness.evaluate.score import TOPK, score_records
-from harness.io import write_json
+from harness.io import atomic_dir, write_json
 from harness.params import EvaluateParams
 from harness.prompts import next_sid_prompt
 from harness.sid.tokens import catalogue_sids, history_sids, sid_string
@@ -30,9 +30,13 @@ def load_model(model_dir: Path):
 
 
 def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-                 model_dir: str | Path = "models/sft", predictions_path: str | Path = "reports/predictions/sft.json",
+                 model_dirs: dict[str, Path] | None = None, predictions_dir: str | Path = "reports/predictions",
                  metrics_path: str | Path = "reports/metrics.json") -> dict:
-    """Entry point of the ``evaluate`` stage."""
+    """Entry point of the ``evaluate`` stage: every trained model on the same test rows, plus the baselines.
+
+    ``rl`` is scored when ``models/rl`` holds a model; with ``rl.enabled: false`` it holds only the record
+    that RL was skipped, and ``metrics.json`` carries ``"rl": null``.
+    """
     from harness.decode.constrained import SidTrie, constrained_beam_search, generation_config
 
     ds = read_dataset(Path(dataset_dir))
@@ -45,17 +49,7 @@ def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", si
     catalogue = catalogue_sids(index)
     num_beams = min(p.num_beams, len(catalogue))
 
-    model, tokenizer = load_model(Path(model_dir))
-    seqs = [tokenizer.convert_tokens_to_ids(index[i]) for i in sorted(index)]
-    if any(t == tokenizer.unk_token_id or t is None for s in seqs for t in s):
-        raise HarnessError(f"{model_dir}: the tokenizer lacks SID tokens of {sid_dir}/index.json")
-    trie = SidTrie(seqs, tokenizer.eos_token_id)
     prompts = [next_sid_prompt(history_sids(r.history, index)) for r in rows]
-    with progress() as bar:
-        task = bar.add_task(f"constrained beam search ({num_beams} beams)", total=len(prompts))
-        beams = constrained_beam_search(model, tokenizer, prompts, trie, num_beams, p.batch_size,
-                                        progress=lambda n: bar.advance(task, n))
-    predicted = [["".join(tokenizer.convert_ids_to_tokens(b)) for b in res.sequences] for res in beams]
     targets = [sid_string(index[r.target]) for r in rows]
     ks = [k for k in TOPK if k <= num_beams]
     info_sids = [sid_string(index[i]) for i in sorted(index)]  # one per item, as upstream's info file
@@ -63,10 +57,30 @@ def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", si
     def records(preds: list[list[str]]) -> list[dict]:
         return [{"input": pr, "output": t + "\n", "predict": pred} for pr, t, pred in zip(prompts, targets, preds)]
 
-    sft_records = records(predicted)
+    model_dirs = model_dirs or {"sft": Path("models/sft"), "rl": Path("models/rl")}
+    scored: dict[str, dict | None] = {}
+    predictions: dict[str, list[dict]] = {}
+    for name, model_dir in model_dirs.items():
+        model_dir = Path(model_dir)
+        if name != "sft" and not (model_dir / "config.json").is_file():
+            scored[name] = None  # the stage was switched off: nothing to score
+            continue
+        model, tokenizer = load_model(model_dir)
+        seqs = [tokenizer.convert_tokens_to_ids(index[i]) for i in sorted(index)]
+        if any(t == tokenizer.unk_token_id or t is None for s in seqs for t in s):
+            raise HarnessError(f"{model_dir}: the tokenizer lacks SID tokens of {sid_dir}/index.json")
+        trie = SidTrie(seqs, tokenizer.eos_token_id)
+        with progress() as bar:
+            task = bar.add_task(f"{name}: constrained beam search ({num_beams} beams)", total=len(prompts))
+            beams = constrained_beam_search(model, tokenizer, prompts, trie, num_beams, p.batch_size,
+                                            progress=lambda n: bar.advance(task, n))
+        predictions[name] = records([["".join(tokenizer.convert_ids_to_tokens(b)) for b in res.sequences]
+                                     for res in beams])
+        scored[name] = score_records(predictions[name], info_sids, ks)
+
     popular = most_popular(ds.split("train"), index, num_beams)
     metrics = {
-        "sft": score_records(sft_records, info_sids, ks),
+        **scored,
         "baselines": {
             "most_popular": score_records(records([popular] * len(rows)), info_sids, ks),
             "repeat_last": score_records(records([repeat_last(r, index) for r in rows]), info_sids, ks),
@@ -85,7 +99,8 @@ def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", si
                                               "top_k", "top_p", "repetition_penalty", "length_penalty",
                                               "max_new_tokens")}
     metrics["protocol"]["generation"] = meta
-    Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
-    write_json(predictions_path, sft_records, indent=4)
+    with atomic_dir(predictions_dir) as tmp:
+        for name, recs in predictions.items():
+            write_json(tmp / f"{name}.json", recs, indent=4)
     write_json(metrics_path, metrics)
     return metrics

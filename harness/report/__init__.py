@@ -20,7 +20,18 @@ from harness.params import ReportParams
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "report_templates"
 PACKAGES = ("torch", "transformers", "trl", "tokenizers", "sentence-transformers", "faiss-cpu", "dvc", "numpy")
-MODEL_ROWS = (("sft", "SFT (constrained beams)"), ("most_popular", "Most popular"), ("repeat_last", "Repeat last"))
+MODEL_ROWS = (("sft", "SFT (constrained beams)"), ("rl", "SFT + RL (GRPO)"), ("most_popular", "Most popular"),
+              ("repeat_last", "Repeat last"))
+
+
+def model_blocks(metrics: dict) -> list[tuple[str, dict]]:
+    """(label, metrics) per model and baseline; the RL row only when the pipeline ran RL."""
+    out = []
+    for key, label in MODEL_ROWS:
+        block = metrics.get(key) if key in ("sft", "rl") else metrics["baselines"][key]
+        if block is not None:
+            out.append((label, block))
+    return out
 
 
 def md_escape(text: object) -> str:
@@ -63,7 +74,7 @@ def cpu_model() -> str:
 def metric_tables(metrics: dict) -> dict[str, tuple[list[str], list[list]]]:
     """Two tables (HR@K with legality, NDCG@K), one row per model or baseline, formatted to 4 places."""
     ks = sorted({int(k.split("@")[1]) for k in metrics["sft"] if k.startswith("hr@")})
-    blocks = [(label, metrics["sft"] if key == "sft" else metrics["baselines"][key]) for key, label in MODEL_ROWS]
+    blocks = model_blocks(metrics)
     hr = (["model"] + [f"HR@{k}" for k in ks] + ["legality", "illegal"],
           [[label] + [f"{m[f'hr@{k}']:.4f}" for k in ks] + [f"{m['legality_rate']:.4f}", m["illegal_count"]]
            for label, m in blocks])
@@ -82,16 +93,23 @@ def verdict(metrics: dict) -> str:
     return (f"The SFT model {outcome} the most-popular baseline on HR@{k} ({a:.4f} vs {b:.4f}, {rel}the baseline) "
             f"on {metrics['protocol']['rows']} test rows with {metrics['protocol']['num_beams']} constrained beams; "
             f"{legal:.2%} of its generated SIDs are catalogue SIDs ({sft['illegal_count']} illegal). "
+            + rl_sentence(metrics, k) +
             "Hits are counted at SID level, so items sharing a SID count as hits for each other.")
+
+
+def rl_sentence(metrics: dict, k: int) -> str:
+    rl, sft = metrics.get("rl"), metrics["sft"]
+    if rl is None:
+        return "RL was not run (rl.enabled: false). "
+    return (f"After GRPO: HR@{k} {rl[f'hr@{k}']:.4f} ({rl[f'hr@{k}'] - sft[f'hr@{k}']:+.4f} vs SFT), "
+            f"NDCG@{k} {rl[f'ndcg@{k}']:.4f} ({rl[f'ndcg@{k}'] - sft[f'ndcg@{k}']:+.4f}). ")
 
 
 def collision_table(metrics: dict) -> tuple[list[str], list[list]]:
     """SID-level vs collision-aware hit rates: what sharing a SID adds to each model's score."""
     ks = [k for k in (1, 5, 10, 50) if f"hr@{k}" in metrics["sft"]]
-    rows = []
-    for key, label in MODEL_ROWS:
-        m = metrics["sft"] if key == "sft" else metrics["baselines"][key]
-        rows.append([label] + [f"{m[f'hr@{k}']:.4f} / {m[f'collision_aware_hr@{k}']:.4f}" for k in ks])
+    rows = [[label] + [f"{m[f'hr@{k}']:.4f} / {m[f'collision_aware_hr@{k}']:.4f}" for k in ks]
+            for label, m in model_blocks(metrics)]
     return ["model"] + [f"HR@{k} SID-level / collision-aware" for k in ks], rows
 
 
@@ -117,7 +135,7 @@ def sid_table(sid_summary: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summary: dict, training: dict,
-                  audit: dict, embedding: dict) -> dict:
+                  audit: dict, embedding: dict, rl_training: dict) -> dict:
     tables = metric_tables(metrics)
     collision_header, collision_rows = collision_table(metrics)
     sid_header, sid_rows = sid_table(sid_summary)
@@ -135,6 +153,7 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
         "sid_rows": sid_rows,
         "sid_markdown": tabulate(sid_rows, headers=sid_header, tablefmt="github", disable_numparse=True),
         "embedding": embedding,
+        "rl_training": {k: v for k, v in rl_training.items() if k != "log_history"},
         "training": {k: v for k, v in training.items() if k != "log_history"},
         "loss_curve": curve,
         "collision_header": collision_header,
@@ -150,7 +169,7 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
 
 def run_report(p: ReportParams, metrics_path: str | Path = "reports/metrics.json",
                dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-               embed_dir: str | Path = "data/embed", model_dir: str | Path = "models/sft", audit_dir: str | Path = "reports/audit",
+               embed_dir: str | Path = "data/embed", model_dir: str | Path = "models/sft", rl_dir: str | Path = "models/rl", audit_dir: str | Path = "reports/audit",
                out_dir: str | Path = "reports") -> dict:
     """Entry point of the ``report`` stage."""
     ctx = build_context(
@@ -162,6 +181,7 @@ def run_report(p: ReportParams, metrics_path: str | Path = "reports/metrics.json
         {"findings": _read_json(Path(audit_dir) / "findings.json"), "sid": _read_json(Path(audit_dir) / "sid.json"),
          "data": _read_json(Path(audit_dir) / "data.json")},
         _read_json(Path(embed_dir) / "meta.json"),
+        _read_json(Path(rl_dir) / "training_log.json"),
     )
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
                       autoescape=lambda name: bool(name) and name.endswith(".html.j2"),

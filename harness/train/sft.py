@@ -123,7 +123,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
 
 def _without_timings(entry: dict) -> dict:
     """Wall-clock figures differ run to run; keeping them out makes the model dir hash reproducible."""
-    return {k: v for k, v in entry.items() if "runtime" not in k and "per_second" not in k}
+    return {k: v for k, v in entry.items() if "runtime" not in k and "per_second" not in k and not k.endswith("_time")}
 
 
 def _step_of(checkpoint: str | None) -> int | None:

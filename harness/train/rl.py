@@ -1,0 +1,166 @@
+"""RL stage: GRPO on the SFT model. Each group is the top-G constrained beams of one prompt (trl GRPOTrainer
+with a ``rollout_func``), and the rewards are rank-aware (``harness.train.rewards``).
+
+The rollout runs the same constrained beam search as evaluation. It therefore returns G distinct catalogue
+SIDs per prompt, sorted by beam score, so position j in a group is beam rank j. As upstream, the loss is
+the on-policy GRPO loss (one update per generation, mean over each completion's tokens). It has a k3 KL
+term against the frozen SFT model when ``beta`` > 0. SIDs are parsed from completion token ids, never from
+decoded text, because trl decodes with special tokens skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from datasets import Dataset as HFDataset
+
+from harness.data.schema import Dataset, read_dataset
+from harness.data.upstream_format import read_index_json
+from harness.errors import HarnessError
+from harness.io import atomic_dir, write_json
+from harness.params import RlParams
+from harness.prompts import next_sid_prompt
+from harness.sid.tokens import history_sids, sid_string
+from harness.train.rewards import make_rewards
+
+TRAINING_LOG = "training_log.json"
+
+
+def rl_examples(ds: Dataset, index: dict[int, list[str]], max_prompts: int | None, seed: int) -> HFDataset:
+    """Train-split next-SID prompts, each with its own target SID (the reward's label)."""
+    rows = [r for r in ds.split("train") if r.target in index]
+    if max_prompts is not None and max_prompts < len(rows):
+        rows = random.Random(seed).sample(rows, max_prompts)
+    return HFDataset.from_dict({
+        "prompt": [next_sid_prompt(history_sids(r.history, index)) for r in rows],
+        "target": [sid_string(index[r.target]) for r in rows],
+    })
+
+
+def make_rollout(tokenizer, trie, g: int):
+    """trl rollout_func: constrained beams as the group (prompts arrive repeated G times, in blocks)."""
+    from harness.decode.constrained import constrained_beam_search
+
+    eos = tokenizer.eos_token_id
+
+    def rollout(prompts: list[str], trainer) -> dict:
+        if len(prompts) % g:
+            raise HarnessError(f"rl: {len(prompts)} prompts is not a whole number of groups of {g}")
+        blocks = [prompts[i:i + g] for i in range(0, len(prompts), g)]
+        if any(len(set(b)) != 1 for b in blocks):
+            raise HarnessError("rl: a group mixes prompts (trl changed how it repeats prompts?)")
+        unique = list(dict.fromkeys(b[0] for b in blocks))
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        was_training = model.training
+        beams = constrained_beam_search(model, tokenizer, unique, trie, g, batch_size=len(unique))
+        model.train(was_training)
+        ids = tokenizer(unique, add_special_tokens=False)["input_ids"]
+        out = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "group": [], "beam_rank": []}
+        for gi, block in enumerate(blocks):
+            u = unique.index(block[0])
+            for rank in range(g):
+                completion = beams[u].sequences[rank] + [eos]
+                out["prompt_ids"].append(ids[u])
+                out["completion_ids"].append(completion)
+                out["logprobs"].append([0.0] * len(completion))  # unused without vLLM
+                out["group"].append(gi)
+                out["beam_rank"].append(rank)
+        return out
+
+    return rollout
+
+
+def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
+           sft_dir: str | Path = "models/sft", out_dir: str | Path = "models/rl") -> dict:
+    """Entry point of the ``rl`` stage: GRPO from the SFT model into an HF model folder."""
+    from transformers import PrinterCallback, set_seed
+    from trl import GRPOConfig, GRPOTrainer
+
+    from harness.decode.constrained import SidTrie
+    from harness.evaluate import load_model
+    from harness.train.callbacks import RichProgress
+    from harness.train.sft import _without_timings
+
+    if not p.enabled:  # the SFT-only pipeline: record the decision, train nothing
+        with atomic_dir(out_dir) as tmp:
+            write_json(tmp / TRAINING_LOG, {"enabled": False})
+        return {"enabled": False}
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
+    ds = read_dataset(Path(dataset_dir))
+    index = read_index_json(Path(sid_dir) / "index.json", len(ds.items))
+    train = rl_examples(ds, index, p.max_prompts, p.seed)
+    if len(train) == 0:
+        raise HarnessError(f"{dataset_dir}: the train split is empty")
+    catalogue = {sid_string(t) for t in index.values()}
+    if p.num_generations > len(catalogue):
+        raise HarnessError(f"rl.num_generations: {p.num_generations} beams exceed the {len(catalogue)} catalogue SIDs")
+
+    set_seed(p.seed)
+    model, tokenizer = load_model(Path(sft_dir))
+    seqs = [tokenizer.convert_tokens_to_ids(index[i]) for i in sorted(index)]
+    trie = SidTrie(seqs, tokenizer.eos_token_id)
+    eos = tokenizer.eos_token_id
+
+    def parse_sid(ids) -> str:
+        ids = list(ids)
+        return "".join(tokenizer.convert_ids_to_tokens(ids[: ids.index(eos)] if eos in ids else ids))
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.checkpoints-", dir=out_dir.parent))
+    g = p.num_generations
+    args = GRPOConfig(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=p.epochs,
+        per_device_train_batch_size=p.prompts_per_step * g,
+        num_generations=g,
+        max_completion_length=trie.max_len,
+        learning_rate=p.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=p.warmup_ratio,
+        max_grad_norm=p.max_grad_norm,
+        beta=p.beta,
+        sync_ref_model=p.sync_ref_model,
+        loss_type="grpo",  # mean over each completion's tokens, then over the batch (upstream's default)
+        scale_rewards="group",
+        temperature=1.0,
+        logging_steps=1,
+        save_strategy="no",
+        seed=p.seed,
+        data_seed=p.seed,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                          reward_funcs=make_rewards(parse_sid, p.reward, g), rollout_func=make_rollout(tokenizer, trie, g),
+                          callbacks=[RichProgress("rl")])
+    trainer.remove_callback(PrinterCallback)
+    try:
+        result = trainer.train()
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    history = [_without_timings(h) for h in trainer.state.log_history]
+    rewards = [h["reward"] for h in history if "reward" in h]
+    log = {
+        "enabled": True,
+        "train_prompts": len(train),
+        "global_steps": result.global_step,
+        "train_loss": result.training_loss,
+        "reward": p.reward,
+        "mean_reward_first_steps": sum(rewards[:5]) / max(len(rewards[:5]), 1),
+        "mean_reward_last_steps": sum(rewards[-5:]) / max(len(rewards[-5:]), 1),
+        "log_history": history,
+    }
+    with atomic_dir(out_dir) as tmp:
+        trainer.save_model(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing here ever loads it
+        tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / TRAINING_LOG, log)
+    return log
