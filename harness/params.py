@@ -143,8 +143,19 @@ class ModelParams(_Section):
     tokenizer_vocab_size: int = Field(1000, ge=100)
 
 
+class SftTasks(_Section):
+    """The SFT task mixture (upstream trains several tasks that align language and SIDs, spec §1.5)."""
+
+    next_sid: bool = True  # SID history -> next SID (the task that is evaluated)
+    title_to_sid: bool = True  # item title -> its SID
+    sid_to_title: bool = True  # SID -> its item title
+    title_history_to_sid: bool = False  # title history -> next SID
+    sid_history_to_title: bool = False  # SID history -> next item's title
+
+
 class SftParams(_Section):
     seed: int = 0
+    tasks: SftTasks = SftTasks()
     epochs: float = Field(4, gt=0)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(2e-3, gt=0)

@@ -1,6 +1,7 @@
-"""SFT stage: teach a causal LM to emit the next item's SID from the history's SIDs (trl SFTTrainer).
+"""SFT stage: teach a causal LM to emit the next item's SID from the history's SIDs (trl SFTTrainer),
+mixed with the tasks that align titles and SIDs (``sft.tasks``).
 
-Loss is on the completion (target SID + EOS) only. With ``select_on_valid`` the checkpoint with the
+Loss is on the completion (target SID or title + EOS) only. With ``select_on_valid`` the checkpoint with the
 lowest valid-split loss is kept, as upstream does (eval every epoch instead of every 5% of steps).
 """
 
@@ -17,8 +18,9 @@ from harness.data.schema import Dataset, read_dataset
 from harness.data.upstream_format import read_index_json
 from harness.errors import HarnessError
 from harness.io import atomic_dir, write_json
-from harness.params import SftParams
-from harness.prompts import NEXT_SID_TEMPLATE, next_sid_prompt
+from harness.params import SftParams, SftTasks
+from harness.prompts import (TEMPLATES, next_sid_prompt, short_title, sid_history_to_title_prompt,
+                             sid_to_title_prompt, title_history_prompt, title_to_sid_prompt)
 from harness.sid.tokens import history_sids, sid_string, vocabulary
 
 TRAINING_LOG = "training_log.json"
@@ -32,8 +34,40 @@ def next_sid_examples(ds: Dataset, index: dict[int, list[str]], split: str) -> H
     })
 
 
+def task_mixture(ds: Dataset, index: dict[int, list[str]], tasks: SftTasks, seed: int) -> tuple[HFDataset, dict]:
+    """The train-split examples of every switched-on task, shuffled together with the seed.
+
+    Per-row tasks use every train row; the item-level alignment tasks use each catalogue item once.
+    """
+    import random
+
+    items = {it.id: it for it in ds.items}
+    rows = [r for r in ds.split("train") if r.target in index]
+    examples: list[tuple[str, str, str]] = []
+    if tasks.next_sid:
+        examples += [("next_sid", next_sid_prompt(history_sids(r.history, index)), sid_string(index[r.target]))
+                     for r in rows]
+    if tasks.title_history_to_sid:
+        examples += [("title_history_to_sid", title_history_prompt([items[i].title for i in r.history]),
+                      sid_string(index[r.target])) for r in rows]
+    if tasks.sid_history_to_title:
+        examples += [("sid_history_to_title", sid_history_to_title_prompt(history_sids(r.history, index)),
+                      short_title(items[r.target].title)) for r in rows]
+    catalogue = [it for it in ds.items if it.id in index and it.title.strip()]
+    if tasks.title_to_sid:
+        examples += [("title_to_sid", title_to_sid_prompt(it.title), sid_string(index[it.id])) for it in catalogue]
+    if tasks.sid_to_title:
+        examples += [("sid_to_title", sid_to_title_prompt(sid_string(index[it.id])), short_title(it.title))
+                     for it in catalogue]
+    random.Random(seed).shuffle(examples)
+    counts: dict[str, int] = {}
+    for task, _, _ in examples:
+        counts[task] = counts.get(task, 0) + 1
+    return HFDataset.from_dict({"prompt": [e[1] for e in examples], "completion": [e[2] for e in examples]}), counts
+
+
 def tokenizer_corpus(ds: Dataset) -> list[str]:
-    return [NEXT_SID_TEMPLATE] * 50 + [f"{it.title}. {it.brand}. {it.category}." for it in ds.items]
+    return list(TEMPLATES) * 50 + [f"{it.title}. {it.brand}. {it.category}." for it in ds.items]
 
 
 def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
@@ -48,9 +82,11 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     from harness.train.model import scratch_model
     from harness.train.tokenizer import train_tokenizer
 
+    if not any(p.tasks.model_dump().values()):
+        raise HarnessError("sft.tasks: every task is switched off")
     ds = read_dataset(Path(dataset_dir))
     index = read_index_json(Path(sid_dir) / "index.json", len(ds.items))
-    train = next_sid_examples(ds, index, "train")
+    train, task_counts = task_mixture(ds, index, p.tasks, p.seed)
     if len(train) == 0:
         raise HarnessError(f"{dataset_dir}: the train split is empty")
     valid = next_sid_examples(ds, index, "valid") if p.select_on_valid else None
@@ -100,6 +136,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         raise
     log = {
         "train_examples": len(train),
+        "task_examples": task_counts,
         "valid_examples": len(valid) if select else 0,
         "global_steps": result.global_step,
         "train_loss": result.training_loss,
