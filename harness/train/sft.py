@@ -16,7 +16,7 @@ from datasets import Dataset as HFDataset
 
 from harness.data.schema import Dataset, read_dataset
 from harness.data.upstream_format import read_index_json
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ParamsError
 from harness.io import atomic_dir, write_json
 from harness.params import SftParams, SftTasks
 from harness.prompts import (TEMPLATES, next_sid_prompt, short_title, sid_history_to_title_prompt,
@@ -79,7 +79,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     from transformers import PrinterCallback
 
     from harness.train.callbacks import RichProgress
-    from harness.train.model import scratch_model
+    from harness.train.model import pretrained_model, scratch_model
     from harness.train.tokenizer import train_tokenizer
 
     if not any(p.tasks.model_dump().values()):
@@ -93,9 +93,14 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     select = valid is not None and len(valid) > 0
 
     set_seed(p.seed)
-    tokenizer = train_tokenizer(tokenizer_corpus(ds), p.model.tokenizer_vocab_size, vocabulary(index))
-    model = scratch_model(p.model, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id,
-                          p.max_length, p.seed)
+    if p.model.source == "scratch":
+        tokenizer = train_tokenizer(tokenizer_corpus(ds), p.model.tokenizer_vocab_size, vocabulary(index))
+        model = scratch_model(p.model, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id,
+                              p.max_length, p.seed)
+    else:
+        dtype = torch.bfloat16 if p.bf16 else torch.float32
+        model, tokenizer = pretrained_model(p.model.source, vocabulary(index), dtype)
+    model = with_training_mode(model, tokenizer, vocabulary(index), p)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Per-run scratch dir: a concurrent or orphaned run can never swap checkpoints with this one.
@@ -103,7 +108,11 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     args = SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=p.epochs,
+        max_steps=p.max_steps or -1,
         per_device_train_batch_size=p.batch_size,
+        gradient_accumulation_steps=p.gradient_accumulation_steps,
+        gradient_checkpointing=p.gradient_checkpointing,
+        bf16=p.bf16,
         per_device_eval_batch_size=max(p.batch_size, 64),
         learning_rate=p.learning_rate,
         lr_scheduler_type="cosine",
@@ -112,8 +121,10 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         max_length=p.max_length,
         completion_only_loss=True,
         logging_steps=20,
-        eval_strategy="epoch" if select else "no",
-        save_strategy="epoch" if select else "no",
+        eval_strategy=("steps" if p.max_steps else "epoch") if select else "no",
+        eval_steps=p.max_steps,
+        save_strategy=("steps" if p.max_steps else "epoch") if select else "no",
+        save_steps=p.max_steps,
         load_best_model_at_end=select,
         metric_for_best_model="eval_loss" if select else None,
         greater_is_better=False if select else None,
@@ -142,20 +153,66 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         "train_loss": result.training_loss,
         "best_eval_loss": trainer.state.best_metric,
         "best_checkpoint_step": _step_of(trainer.state.best_model_checkpoint),
+        "base_model": p.model.source,
+        "mode": p.mode,
+        "trainable_parameters": trainable_parameters(model, len(vocabulary(index)), p.mode),
         "parameters": sum(t.numel() for t in model.parameters()),
         "vocab_size": len(tokenizer),
         "sid_tokens": len(vocabulary(index)),
         "log_history": [_without_timings(h) for h in trainer.state.log_history],
     }
+    final = trainer.model
+    if p.mode == "lora":  # fold the adapters into a plain model
+        final = final.merge_and_unload()
     with atomic_dir(out_dir) as tmp:
-        trainer.model.generation_config.eos_token_id = tokenizer.eos_token_id
-        trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
-        trainer.save_model(str(tmp))
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing here ever loads it
+        final.generation_config.eos_token_id = tokenizer.eos_token_id
+        final.generation_config.pad_token_id = tokenizer.pad_token_id
+        final.save_pretrained(str(tmp))  # weights, config and generation config; no training_args pickle
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / TRAINING_LOG, log)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return log
+
+
+def with_training_mode(model, tokenizer, sid_tokens: list[str], p: SftParams):
+    """full: every weight; lora: peft LoRA adapters plus the SID-token embedding rows; embeddings: only the
+    SID-token rows, everything else frozen.
+
+    The SID rows are trained through a gradient mask on the (tied) embedding matrix. peft's trainable-token
+    wrapper would be the natural tool, but trl 1.16 computes the loss from ``lm_head.weight``/``.bias``
+    directly, and with tied embeddings that wrapper has no ``bias``. With weight decay at 0, AdamW leaves
+    rows whose gradient is always 0 exactly as they were.
+    """
+    if p.mode == "full":
+        return model
+    if p.weight_decay:
+        raise ParamsError("params.yaml", "sft.weight_decay", f"must be 0 with mode '{p.mode}' (weight decay would "
+                          "move the frozen embedding rows)")
+    if p.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=p.lora.r, lora_alpha=p.lora.alpha, lora_dropout=p.lora.dropout,
+                                                 target_modules=p.lora.target_modules, task_type="CAUSAL_LM"))
+    else:
+        for param in model.parameters():
+            param.requires_grad_(False)
+    embed = model.get_input_embeddings().weight
+    rows = torch.zeros(embed.shape[0], 1, dtype=embed.dtype, device=embed.device)
+    rows[tokenizer.convert_tokens_to_ids(sid_tokens)] = 1
+    embed.requires_grad_(True)
+    embed.register_hook(lambda grad: grad * rows.to(grad.dtype))
+    if p.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return model
+
+
+def trainable_parameters(model, sid_tokens: int, mode: str) -> int:
+    """Weights the optimiser can move: in lora / embeddings mode only the SID rows of the embedding count."""
+    embed = model.get_input_embeddings().weight
+    if mode == "full":
+        return sum(t.numel() for t in model.parameters() if t.requires_grad)
+    others = sum(t.numel() for t in model.parameters() if t.requires_grad and t is not embed)
+    return others + sid_tokens * embed.shape[1]
 
 
 def _without_timings(entry: dict) -> dict:
