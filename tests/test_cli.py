@@ -135,3 +135,41 @@ def test_sid_stage_compares_builders_with_the_shipped_industrial_index(tmp_path,
     header, table = sid_table(summary)
     assert [r[0] for r in table] == ["rqkmeans (used)", "rqkmeans-constrained", "shipped"]
     assert "NMI level-1 vs category" in header
+
+
+def test_killed_sft_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL mid-training, run again: training continues from the last epoch checkpoint, then cleans up."""
+    import signal
+    import time
+
+    from harness.data.schema import write_dataset
+    from harness.data.synthetic import generate
+    from harness.data.upstream_format import write_index_json
+    from harness.params import SyntheticParams
+    from harness.sid.tokens import codes_to_tokens
+
+    ds = generate(SyntheticParams(n_items=40, n_users=120, seed=3), 10, (0.8, 0.1, 0.1))
+    write_dataset(ds, tmp_path / "data" / "dataset")
+    (tmp_path / "data" / "sid").mkdir(parents=True)
+    write_index_json(tmp_path / "data/sid/index.json",
+                     {it.id: codes_to_tokens([it.id % 5, (it.id // 5) % 4, it.id // 20]) for it in ds.items})
+    p = _params(tmp_path, {"sft": {"epochs": 3, "batch_size": 1, "model": {
+        "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "tokenizer_vocab_size": 300}}})
+    proc = subprocess.Popen([*HARNESS, "sft", "--params", str(p)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ckpts = tmp_path / "models" / ".sft.checkpoints"
+    deadline = time.time() + 300
+    while not list(ckpts.glob("*/checkpoint-*/trainer_state.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before its first checkpoint: make the run longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = sorted(ckpts.glob("*/checkpoint-*"))
+    assert saved and not (tmp_path / "models/sft").exists()
+    r = _run(["sft", "--params", str(p)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stderr and saved[0].name in r.stderr
+    log = json.loads((tmp_path / "models/sft/training_log.json").read_text())
+    steps_per_epoch = int(saved[0].name.split("-")[1])
+    assert log["global_steps"] == 3 * steps_per_epoch
+    assert not ckpts.exists()  # cleaned up after success

@@ -7,8 +7,8 @@ lowest valid-split loss is kept, as upstream does (eval every epoch instead of e
 
 from __future__ import annotations
 
+import hashlib
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -78,6 +78,8 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
 
     from transformers import PrinterCallback
 
+    from harness.console import console
+
     from harness.train.callbacks import RichProgress
     from harness.train.model import pretrained_model, scratch_model
     from harness.train.tokenizer import train_tokenizer
@@ -103,8 +105,11 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     model = with_training_mode(model, tokenizer, vocabulary(index), p)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Per-run scratch dir: a concurrent or orphaned run can never swap checkpoints with this one.
-    ckpt_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.checkpoints-", dir=out_dir.parent))
+    ckpt_dir = checkpoint_dir(out_dir, p, [Path(dataset_dir) / "interactions.jsonl", Path(dataset_dir) / "items.jsonl",
+                                           Path(sid_dir) / "index.json"])
+    last = last_complete_checkpoint(ckpt_dir)
+    if last:
+        console.print(f"sft: resuming from {last} (a killed run with the same params and inputs)")
     args = SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=p.epochs,
@@ -123,13 +128,13 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         logging_steps=20,
         eval_strategy=("steps" if p.max_steps else "epoch") if select else "no",
         eval_steps=p.max_steps,
-        save_strategy=("steps" if p.max_steps else "epoch") if select else "no",
+        save_strategy="steps" if p.max_steps else "epoch",  # also the resume points
         save_steps=p.max_steps,
         load_best_model_at_end=select,
         metric_for_best_model="eval_loss" if select else None,
         greater_is_better=False if select else None,
-        save_total_limit=2 if select else None,
-        save_only_model=True,
+        save_total_limit=2,
+        save_only_model=False,  # optimizer, scheduler and RNG state too, so a killed run can resume
         seed=p.seed,
         data_seed=p.seed,
         report_to="none",
@@ -140,11 +145,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=valid if select else None,
                          processing_class=tokenizer, callbacks=[RichProgress("sft")])
     trainer.remove_callback(PrinterCallback)  # RichProgress reports instead
-    try:
-        result = trainer.train()
-    except BaseException:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        raise
+    result = trainer.train(resume_from_checkpoint=last)  # on failure the checkpoints stay for the next run
     log = {
         "train_examples": len(train),
         "task_examples": task_counts,
@@ -170,8 +171,23 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         final.save_pretrained(str(tmp))  # weights, config and generation config; no training_args pickle
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / TRAINING_LOG, log)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    shutil.rmtree(ckpt_dir.parent, ignore_errors=True)  # this run's and any stale runs' checkpoints
     return log
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest checkpoint whose trainer state was written (the Trainer writes it last)."""
+    done = [d for d in ckpt_dir.glob("checkpoint-*") if (d / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda d: int(d.name.rsplit("-", 1)[1]))) if done else None
+
+
+def checkpoint_dir(out_dir: Path, p: SftParams, inputs: list[Path]) -> Path:
+    """Where this run checkpoints: keyed by the params and the input files, so a rerun after a kill resumes
+    only the same training, never another one's."""
+    h = hashlib.sha256(p.model_dump_json().encode())
+    for path in inputs:
+        h.update(path.read_bytes())
+    return out_dir.parent / f".{out_dir.name}.checkpoints" / h.hexdigest()[:16]
 
 
 def with_training_mode(model, tokenizer, sid_tokens: list[str], p: SftParams):
