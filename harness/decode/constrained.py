@@ -37,6 +37,16 @@ class SidTrie:
         return self._allowed.get(prefix, self._closed)
 
 
+def catalogue_trie(tokenizer, index: dict[int, list[str]], model_dir: object) -> SidTrie:
+    """The trie of every catalogue SID in this tokenizer's ids; a SID token it lacks is an error, never UNK."""
+    from harness.errors import HarnessError
+
+    seqs = [tokenizer.convert_tokens_to_ids(index[i]) for i in sorted(index)]
+    if any(t == tokenizer.unk_token_id or t is None for s in seqs for t in s):
+        raise HarnessError(f"{model_dir}: the tokenizer lacks SID tokens of the index.json")
+    return SidTrie(seqs, tokenizer.eos_token_id)
+
+
 class SidConstraint(LogitsProcessor):
     """Masks every token that would leave the catalogue, per beam, from the tokens generated so far."""
 

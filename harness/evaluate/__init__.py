@@ -37,7 +37,7 @@ def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", si
     ``rl`` is scored when ``models/rl`` holds a model; with ``rl.enabled: false`` it holds only the record
     that RL was skipped, and ``metrics.json`` carries ``"rl": null``.
     """
-    from harness.decode.constrained import SidTrie, constrained_beam_search, generation_config
+    from harness.decode.constrained import catalogue_trie, constrained_beam_search, generation_config
 
     ds = read_dataset(Path(dataset_dir))
     index = read_index_json(Path(sid_dir) / "index.json", len(ds.items))
@@ -66,10 +66,7 @@ def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", si
             scored[name] = None  # the stage was switched off: nothing to score
             continue
         model, tokenizer = load_model(model_dir)
-        seqs = [tokenizer.convert_tokens_to_ids(index[i]) for i in sorted(index)]
-        if any(t == tokenizer.unk_token_id or t is None for s in seqs for t in s):
-            raise HarnessError(f"{model_dir}: the tokenizer lacks SID tokens of {sid_dir}/index.json")
-        trie = SidTrie(seqs, tokenizer.eos_token_id)
+        trie = catalogue_trie(tokenizer, index, model_dir)
         with progress() as bar:
             task = bar.add_task(f"{name}: constrained beam search ({num_beams} beams)", total=len(prompts))
             beams = constrained_beam_search(model, tokenizer, prompts, trie, num_beams, p.batch_size,

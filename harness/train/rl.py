@@ -16,7 +16,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 from datasets import Dataset as HFDataset
 
 from harness.data.schema import Dataset, read_dataset
@@ -81,8 +80,9 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
     from transformers import PrinterCallback, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
-    from harness.decode.constrained import SidTrie
+    from harness.decode.constrained import catalogue_trie
     from harness.evaluate import load_model
+    from harness.train import runtime_args
     from harness.train.callbacks import RichProgress
     from harness.train.sft import _without_timings
 
@@ -102,8 +102,7 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
 
     set_seed(p.seed)
     model, tokenizer = load_model(Path(sft_dir))
-    seqs = [tokenizer.convert_tokens_to_ids(index[i]) for i in sorted(index)]
-    trie = SidTrie(seqs, tokenizer.eos_token_id)
+    trie = catalogue_trie(tokenizer, index, sft_dir)
     eos = tokenizer.eos_token_id
 
     def parse_sid(ids) -> str:
@@ -131,12 +130,7 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         temperature=1.0,
         logging_steps=1,
         save_strategy="no",
-        seed=p.seed,
-        data_seed=p.seed,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **runtime_args(p.seed),
     )
     trainer = GRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
                           reward_funcs=make_rewards(parse_sid, p.reward, g), rollout_func=make_rollout(tokenizer, trie, g),

@@ -80,6 +80,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
 
     from harness.console import console
 
+    from harness.train import runtime_args
     from harness.train.callbacks import RichProgress
     from harness.train.model import pretrained_model, scratch_model
     from harness.train.tokenizer import train_tokenizer
@@ -135,12 +136,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         greater_is_better=False if select else None,
         save_total_limit=2,
         save_only_model=False,  # optimizer, scheduler and RNG state too, so a killed run can resume
-        seed=p.seed,
-        data_seed=p.seed,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **runtime_args(p.seed),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=valid if select else None,
                          processing_class=tokenizer, callbacks=[RichProgress("sft")])
