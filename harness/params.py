@@ -182,6 +182,7 @@ class SftParams(_Section):
     weight_decay: float = Field(0.0, ge=0)
     max_length: int = Field(128, ge=16)
     select_on_valid: bool = True
+    early_stopping_patience: int | None = Field(None, ge=1)  # evaluations without a better valid loss (upstream: 3)
     model: ModelParams = ModelParams()
 
 
@@ -201,6 +202,8 @@ class RlParams(_Section):
     sync_ref_model: bool = False
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     max_grad_norm: float = Field(0.3, gt=0)
+    title_to_sid: bool = False  # also item title -> SID prompts (upstream's RLTitle2SidDataset), one per title
+    save_steps: int = Field(8, ge=1)  # optimiser steps between checkpoints (the resume points of a killed run)
 
 
 # ---------------------------------------------------------------- evaluate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,50 @@ def test_killed_sft_resumes_from_its_last_checkpoint(tmp_path):
     steps_per_epoch = int(saved[0].name.split("-")[1])
     assert log["global_steps"] == 3 * steps_per_epoch
     assert not ckpts.exists()  # cleaned up after success
+
+
+def test_killed_rl_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
+    """SIGKILL of the rl stage after its first checkpoint, run again: it resumes there, and on CPU the final
+    weights are byte-identical to those of a run that was never interrupted."""
+    import signal
+    import time
+
+    from harness.data.schema import write_dataset
+    from harness.data.synthetic import generate
+    from harness.data.upstream_format import write_index_json
+    from harness.params import SyntheticParams
+    from harness.sid.tokens import codes_to_tokens
+
+    ds = generate(SyntheticParams(n_items=40, n_users=120, seed=3), 10, (0.8, 0.1, 0.1))
+    write_dataset(ds, tmp_path / "data" / "dataset")
+    (tmp_path / "data" / "sid").mkdir(parents=True)
+    write_index_json(tmp_path / "data/sid/index.json",
+                     {it.id: codes_to_tokens([it.id % 5, (it.id // 5) % 4, it.id // 20]) for it in ds.items})
+    p = _params(tmp_path, {
+        "sft": {"epochs": 1, "batch_size": 8, "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2,
+                                                         "intermediate_size": 32, "tokenizer_vocab_size": 300}},
+        "rl": {"max_prompts": 24, "num_generations": 4, "prompts_per_step": 2, "save_steps": 3,
+               "learning_rate": 0.01}})
+    assert _run(["sft", "--params", str(p)], tmp_path).returncode == 0
+    r = _run(["rl", "--params", str(p)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    uninterrupted = (tmp_path / "models/rl/model.safetensors").read_bytes()
+    shutil.rmtree(tmp_path / "models/rl")
+
+    proc = subprocess.Popen([*HARNESS, "rl", "--params", str(p)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ckpts = tmp_path / "models" / ".rl.checkpoints"
+    deadline = time.time() + 300
+    while not list(ckpts.glob("*/checkpoint-*/trainer_state.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "rl ended before its first checkpoint: make the run longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = sorted(ckpts.glob("*/checkpoint-*"))
+    assert saved and not (tmp_path / "models/rl").exists()
+    r = _run(["rl", "--params", str(p)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "rl: resuming from" in r.stderr and saved[-1].name in r.stderr
+    log = json.loads((tmp_path / "models/rl/training_log.json").read_text())
+    assert log["global_steps"] == 12 and not ckpts.exists()
+    assert (tmp_path / "models/rl/model.safetensors").read_bytes() == uninterrupted

@@ -165,6 +165,7 @@ def test_rl_rollout_groups_are_distinct_catalogue_beams(reproduced):
     from harness.data.upstream_format import read_index_json
     from harness.decode.constrained import SidTrie
     from harness.evaluate import load_model
+    from harness.params import RlParams
     from harness.sid.tokens import sid_string
     from harness.train.rl import make_rollout, rl_examples
 
@@ -172,7 +173,7 @@ def test_rl_rollout_groups_are_distinct_catalogue_beams(reproduced):
     index = read_index_json(reproduced / "data/sid/index.json", len(ds.items))
     model, tok = load_model(reproduced / "models/sft")
     trie = SidTrie([tok.convert_tokens_to_ids(index[i]) for i in sorted(index)], tok.eos_token_id)
-    prompts = rl_examples(ds, index, 3, seed=0)["prompt"]
+    prompts = rl_examples(ds, index, RlParams(max_prompts=3))[0]["prompt"]
     trainer = SimpleNamespace(model=model, accelerator=SimpleNamespace(unwrap_model=lambda m: m))
     out = make_rollout(tok, trie, 4)([p for p in prompts for _ in range(4)], trainer)
     assert len(out["completion_ids"]) == 12 and out["beam_rank"] == [0, 1, 2, 3] * 3

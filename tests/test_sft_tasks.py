@@ -42,3 +42,24 @@ def test_all_tasks_off_is_refused(tmp_path):
     off = SftTasks(next_sid=False, title_to_sid=False, sid_to_title=False)
     with pytest.raises(HarnessError, match="every task is switched off"):
         run_sft(SftParams(tasks=off), tmp_path, tmp_path, tmp_path / "out")
+
+
+def test_rl_prompts_add_title_to_sid_with_each_items_own_label(small_synthetic):
+    """RL data: the next-SID prompts, plus one title -> SID prompt per distinct title when switched on."""
+    from harness.params import RlParams
+    from harness.train.rl import rl_examples
+
+    ds, index = small_synthetic
+    base, counts = rl_examples(ds, index, RlParams())
+    assert counts == {"next_sid": len(ds.split("train"))}
+    both, counts = rl_examples(ds, index, RlParams(title_to_sid=True))
+    titles = {it.title for it in ds.items}
+    assert counts == {"next_sid": len(ds.split("train")), "title_to_sid": len(titles)}
+    pairs = dict(zip(both["prompt"], both["target"]))
+    first = {}
+    for it in ds.items:
+        first.setdefault(it.title, it.id)
+    assert all(pairs[title_to_sid_prompt(t)] == sid_string(index[i]) for t, i in first.items())
+    drawn, counts = rl_examples(ds, index, RlParams(title_to_sid=True, max_prompts=30, seed=4))
+    again, _ = rl_examples(ds, index, RlParams(title_to_sid=True, max_prompts=30, seed=4))
+    assert len(drawn) == 30 and sum(counts.values()) == 30 and drawn["prompt"] == again["prompt"]

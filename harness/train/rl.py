@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 from datasets import Dataset as HFDataset
@@ -23,22 +22,31 @@ from harness.data.upstream_format import read_index_json
 from harness.errors import HarnessError
 from harness.io import atomic_dir, write_json
 from harness.params import RlParams
-from harness.prompts import next_sid_prompt
+from harness.prompts import next_sid_prompt, title_to_sid_prompt
 from harness.sid.tokens import history_sids, sid_string
 from harness.train.rewards import make_rewards
 
 TRAINING_LOG = "training_log.json"
 
 
-def rl_examples(ds: Dataset, index: dict[int, list[str]], max_prompts: int | None, seed: int) -> HFDataset:
-    """Train-split next-SID prompts, each with its own target SID (the reward's label)."""
+def rl_examples(ds: Dataset, index: dict[int, list[str]], p: RlParams) -> tuple[HFDataset, dict[str, int]]:
+    """Train-split next-SID prompts (plus, with ``title_to_sid``, one title -> SID prompt per distinct title),
+    each with its own target SID: the reward's label. ``max_prompts`` draws from the mixture with the seed."""
     rows = [r for r in ds.split("train") if r.target in index]
-    if max_prompts is not None and max_prompts < len(rows):
-        rows = random.Random(seed).sample(rows, max_prompts)
-    return HFDataset.from_dict({
-        "prompt": [next_sid_prompt(history_sids(r.history, index)) for r in rows],
-        "target": [sid_string(index[r.target]) for r in rows],
-    })
+    examples = [("next_sid", next_sid_prompt(history_sids(r.history, index)), sid_string(index[r.target]))
+                for r in rows]
+    if p.title_to_sid:
+        by_title: dict[str, int] = {}
+        for it in ds.items:  # one prompt per distinct title; of duplicates the lowest item id, never a guess
+            if it.id in index and it.title.strip():
+                by_title.setdefault(it.title, it.id)
+        examples += [("title_to_sid", title_to_sid_prompt(t), sid_string(index[i])) for t, i in by_title.items()]
+    if p.max_prompts is not None and p.max_prompts < len(examples):
+        examples = random.Random(p.seed).sample(examples, p.max_prompts)
+    counts: dict[str, int] = {}
+    for task, _, _ in examples:
+        counts[task] = counts.get(task, 0) + 1
+    return HFDataset.from_dict({"prompt": [e[1] for e in examples], "target": [e[2] for e in examples]}), counts
 
 
 def make_rollout(tokenizer, trie, g: int):
@@ -83,7 +91,9 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
     from harness.decode.constrained import catalogue_trie
     from harness.evaluate import load_model
     from harness.train import runtime_args
+    from harness.console import console
     from harness.train.callbacks import RichProgress
+    from harness.train.checkpoints import checkpoint_dir, last_complete_checkpoint
     from harness.train.sft import _without_timings
 
     if not p.enabled:  # the SFT-only pipeline: record the decision, train nothing
@@ -93,7 +103,7 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
     ds = read_dataset(Path(dataset_dir))
     index = read_index_json(Path(sid_dir) / "index.json", len(ds.items))
-    train = rl_examples(ds, index, p.max_prompts, p.seed)
+    train, task_counts = rl_examples(ds, index, p)
     if len(train) == 0:
         raise HarnessError(f"{dataset_dir}: the train split is empty")
     catalogue = {sid_string(t) for t in index.values()}
@@ -111,7 +121,11 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.checkpoints-", dir=out_dir.parent))
+    ckpt_dir = checkpoint_dir(out_dir, p, [Path(dataset_dir) / "interactions.jsonl", Path(dataset_dir) / "items.jsonl",
+                                           Path(sid_dir) / "index.json", *model_files(Path(sft_dir))])
+    last = last_complete_checkpoint(ckpt_dir)
+    if last:
+        console.print(f"rl: resuming from {last} (a killed run with the same params and inputs)")
     g = p.num_generations
     args = GRPOConfig(
         output_dir=str(ckpt_dir),
@@ -129,22 +143,23 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         scale_rewards="group",
         temperature=1.0,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps",  # the resume points of a killed run
+        save_steps=p.save_steps,
+        save_total_limit=2,
+        save_only_model=False,  # optimizer, scheduler and RNG state too
         **runtime_args(p.seed),
     )
     trainer = GRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
                           reward_funcs=make_rewards(parse_sid, p.reward, g), rollout_func=make_rollout(tokenizer, trie, g),
                           callbacks=[RichProgress("rl")])
     trainer.remove_callback(PrinterCallback)
-    try:
-        result = trainer.train()
-    finally:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    result = trainer.train(resume_from_checkpoint=last)  # on failure the checkpoints stay for the next run
     history = [_without_timings(h) for h in trainer.state.log_history]
     rewards = [h["reward"] for h in history if "reward" in h]
     log = {
         "enabled": True,
         "train_prompts": len(train),
+        "task_prompts": task_counts,
         "global_steps": result.global_step,
         "train_loss": result.training_loss,
         "reward": p.reward,
@@ -157,4 +172,10 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing here ever loads it
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / TRAINING_LOG, log)
+    shutil.rmtree(ckpt_dir.parent, ignore_errors=True)  # this run's and any stale runs' checkpoints
     return log
+
+
+def model_files(model_dir: Path) -> list[Path]:
+    """The files that make the SFT model (weights, config, tokenizer), in a stable order, for the resume key."""
+    return sorted(f for f in model_dir.iterdir() if f.is_file() and f.name != TRAINING_LOG)

@@ -2,12 +2,12 @@
 mixed with the tasks that align titles and SIDs (``sft.tasks``).
 
 Loss is on the completion (target SID or title + EOS) only. With ``select_on_valid`` the checkpoint with the
-lowest valid-split loss is kept, as upstream does (eval every epoch instead of every 5% of steps).
+lowest valid-split loss is kept, as upstream does (eval every epoch instead of every 5% of steps), and
+``early_stopping_patience`` stops after that many evaluations without improvement (upstream: 3).
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -82,6 +82,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
 
     from harness.train import runtime_args
     from harness.train.callbacks import RichProgress
+    from harness.train.checkpoints import checkpoint_dir, last_complete_checkpoint
     from harness.train.model import pretrained_model, scratch_model
     from harness.train.tokenizer import train_tokenizer
 
@@ -138,8 +139,13 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         save_only_model=False,  # optimizer, scheduler and RNG state too, so a killed run can resume
         **runtime_args(p.seed),
     )
+    callbacks = [RichProgress("sft")]
+    if select and p.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=valid if select else None,
-                         processing_class=tokenizer, callbacks=[RichProgress("sft")])
+                         processing_class=tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # RichProgress reports instead
     result = trainer.train(resume_from_checkpoint=last)  # on failure the checkpoints stay for the next run
     log = {
@@ -169,21 +175,6 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         write_json(tmp / TRAINING_LOG, log)
     shutil.rmtree(ckpt_dir.parent, ignore_errors=True)  # this run's and any stale runs' checkpoints
     return log
-
-
-def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest checkpoint whose trainer state was written (the Trainer writes it last)."""
-    done = [d for d in ckpt_dir.glob("checkpoint-*") if (d / "trainer_state.json").is_file()]
-    return str(max(done, key=lambda d: int(d.name.rsplit("-", 1)[1]))) if done else None
-
-
-def checkpoint_dir(out_dir: Path, p: SftParams, inputs: list[Path]) -> Path:
-    """Where this run checkpoints: keyed by the params and the input files, so a rerun after a kill resumes
-    only the same training, never another one's."""
-    h = hashlib.sha256(p.model_dump_json().encode())
-    for path in inputs:
-        h.update(path.read_bytes())
-    return out_dir.parent / f".{out_dir.name}.checkpoints" / h.hexdigest()[:16]
 
 
 def with_training_mode(model, tokenizer, sid_tokens: list[str], p: SftParams):
