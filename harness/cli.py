@@ -100,13 +100,32 @@ def build_sids_cmd(
           f"built in {s['build_seconds']} s (embedding {s['embed_seconds']} s) -> {out_dir}")
 
 
+def _launched(stage: str, cli_args: list[str], params: Path, section) -> bool:
+    """Runs ``harness <cli_args>`` under `accelerate launch` when the stage's params ask for several processes;
+    True if it did."""
+    from harness.launch import relaunch_if_needed
+
+    code = _run(lambda: relaunch_if_needed(stage, cli_args, params, section.num_processes,
+                                           getattr(section, "distributed", "ddp")))
+    if code is None:
+        return False
+    if code:
+        err.print(f"error: {stage}: the launched processes failed (exit {code})")
+        raise typer.Exit(code)
+    return True
+
+
 @app.command()
 def sft(params: Path = ParamsOpt) -> None:
-    """Supervised fine-tuning on the next-SID task."""
+    """Supervised fine-tuning on the task mixture (sft.num_processes > 1: under accelerate launch)."""
     from harness.train.sft import run_sft
 
-    log = _run(lambda: run_sft(load_section("sft", params)))
-    out.print(f"sft: {log['global_steps']} steps, train loss {log['train_loss']:.4f}")
+    p = _run(lambda: load_section("sft", params))
+    if _launched("sft", ["sft"], params, p):
+        return
+    log = _run(lambda: run_sft(p))
+    if log is not None:  # None on the other ranks of a launched run
+        out.print(f"sft: {log['global_steps']} steps, train loss {log['train_loss']:.4f}")
 
 
 @app.command()
@@ -114,7 +133,12 @@ def rl(params: Path = ParamsOpt) -> None:
     """GRPO on the SFT model with constrained-beam groups and a rank-aware reward (rl.enabled: false skips it)."""
     from harness.train.rl import run_rl
 
-    log = _run(lambda: run_rl(load_section("rl", params)))
+    p = _run(lambda: load_section("rl", params))
+    if p.enabled and _launched("rl", ["rl"], params, p):
+        return
+    log = _run(lambda: run_rl(p))
+    if log is None:
+        return
     if log["enabled"]:
         out.print(f"rl: {log['global_steps']} steps on {log['train_prompts']} prompts, reward ({log['reward']}) "
                   f"{log['mean_reward_first_steps']:.4f} in the first steps -> {log['mean_reward_last_steps']:.4f} "
@@ -124,14 +148,49 @@ def rl(params: Path = ParamsOpt) -> None:
 
 
 @app.command()
-def evaluate(params: Path = ParamsOpt) -> None:
-    """Constrained beam search on the test split; HR/NDCG/legality for the model and baselines."""
-    from harness.evaluate import run_evaluate
+def evaluate(
+    model: str = typer.Option(..., "--model", help="sft | rl: scores models/<model> into reports/eval/<model>"),
+    params: Path = ParamsOpt,
+) -> None:
+    """Constrained beam search on the test split for one model (evaluate.num_processes > 1: sharded)."""
+    from harness.evaluate import MODELS, run_evaluate
+
+    if model not in MODELS:
+        err.print(f"error: --model {model!r}: expected one of {', '.join(MODELS)}")
+        raise typer.Exit(2)
+    p = _run(lambda: load_section("evaluate", params))
+    has_model = (Path(f"models/{model}") / "config.json").is_file()  # nothing to launch for a skipped stage
+    if has_model and _launched("evaluate", ["evaluate", "--model", model], params, p):
+        return
+    s = _run(lambda: run_evaluate(p, model))
+    if s is None:
+        return
+    if not s["scored"]:
+        out.print(f"evaluate: {model} not scored (models/{model} holds no model)")
+        return
+    m = s["metrics"]
+    ks = [k.split("@")[1] for k in m if k.startswith("hr@") and not k.startswith("collision")]
+    print(tabulate_row(model, m, ks))
+
+
+def tabulate_row(model: str, m: dict, ks: list[str]) -> str:
     from tabulate import tabulate
 
+    return tabulate([[model, *(f"{m[f'hr@{k}']:.4f}" for k in ks), *(f"{m[f'ndcg@{k}']:.4f}" for k in ks),
+                      f"{m['legality_rate']:.4f}"]],
+                    headers=["model", *(f"HR@{k}" for k in ks), *(f"NDCG@{k}" for k in ks), "legality"],
+                    disable_numparse=True)
+
+
+@app.command()
+def metrics(params: Path = ParamsOpt) -> None:
+    """Merge the models' scores with the baselines into reports/metrics.json and print the tables."""
+    from tabulate import tabulate
+
+    from harness.evaluate import run_metrics
     from harness.report import metric_tables
 
-    m = _run(lambda: run_evaluate(load_section("evaluate", params)))
+    m = _run(lambda: run_metrics(load_section("evaluate", params)))
     for header, rows in metric_tables(m).values():
         print(tabulate(rows, headers=header, disable_numparse=True), end="\n\n")
 

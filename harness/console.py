@@ -36,8 +36,11 @@ def quiet_libraries() -> None:
         logging.getLogger(name).addFilter(_DropMessage("generation flags are not valid"))
     # Reloading the best checkpoint of a model with tied embeddings: lm_head is the embedding, not missing.
     logging.getLogger("transformers.trainer").addFilter(_DropMessage("missing keys in the checkpoint model loaded: ['lm_head.weight']"))
+    # Checkpoints are ordered by step number when mtimes tie (fast steps, coarse clocks): that is what we want.
+    logging.getLogger("transformers.trainer_utils").addFilter(_DropMessage("mtime may not be reliable"))
 
 
-def progress() -> Progress:
+def progress(disable: bool = False) -> Progress:
+    """A rich progress bar on stderr; ``disable`` for the non-zero ranks of a multi-process run."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=False)
+                    TimeRemainingColumn(), console=console, transient=False, disable=disable)

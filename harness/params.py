@@ -183,6 +183,8 @@ class SftParams(_Section):
     max_length: int = Field(128, ge=16)
     select_on_valid: bool = True
     early_stopping_patience: int | None = Field(None, ge=1)  # evaluations without a better valid loss (upstream: 3)
+    num_processes: int = Field(1, ge=1)  # > 1: the stage runs under `accelerate launch` (one process per GPU)
+    distributed: Literal["ddp", "zero2"] = "zero2"  # with num_processes > 1: DeepSpeed ZeRO-2 or plain DDP
     model: ModelParams = ModelParams()
 
 
@@ -204,6 +206,8 @@ class RlParams(_Section):
     max_grad_norm: float = Field(0.3, gt=0)
     title_to_sid: bool = False  # also item title -> SID prompts (upstream's RLTitle2SidDataset), one per title
     save_steps: int = Field(8, ge=1)  # optimiser steps between checkpoints (the resume points of a killed run)
+    num_processes: int = Field(1, ge=1)  # > 1: `accelerate launch`; prompts_per_step is then per process
+    distributed: Literal["ddp", "zero2"] = "zero2"  # upstream runs RL under DeepSpeed ZeRO-2
 
 
 # ---------------------------------------------------------------- evaluate
@@ -211,6 +215,7 @@ class EvaluateParams(_Section):
     num_beams: int = Field(50, ge=1)
     batch_size: int = Field(16, ge=1)
     max_rows: int | None = Field(None, ge=1)
+    num_processes: int = Field(1, ge=1)  # > 1: test rows sharded across `accelerate launch` workers, then merged
 
 
 # ---------------------------------------------------------------- report

@@ -50,3 +50,24 @@ def upstream_dir(tmp_path, small_synthetic) -> Path:
     d = tmp_path / "Amazon"
     write_upstream_dir(ds, d, "Toy", index)
     return d
+
+
+TINY_MODEL = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "tokenizer_vocab_size": 300}
+
+
+@pytest.fixture()
+def tiny_workdir(tmp_path) -> Path:
+    """A working directory laid out as the pipeline's (data/dataset, data/sid/index.json) for running single
+    stages with ``harness <stage> --params``: 40 items, 120 users, a deterministic 3-level SID index."""
+    from harness.data.schema import write_dataset
+    from harness.data.synthetic import generate
+    from harness.data.upstream_format import write_index_json
+    from harness.params import SyntheticParams
+    from harness.sid.tokens import codes_to_tokens
+
+    ds = generate(SyntheticParams(n_items=40, n_users=120, seed=3), 10, (0.8, 0.1, 0.1))
+    write_dataset(ds, tmp_path / "data" / "dataset")
+    (tmp_path / "data" / "sid").mkdir(parents=True)
+    write_index_json(tmp_path / "data/sid/index.json",
+                     {it.id: codes_to_tokens([it.id % 5, (it.id // 5) % 4, it.id // 20]) for it in ds.items})
+    return tmp_path

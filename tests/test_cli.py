@@ -15,6 +15,7 @@ import yaml
 import harness
 from harness.errors import ParamsError
 from harness.params import load_section
+from tests.conftest import TINY_MODEL
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 
@@ -43,7 +44,7 @@ def test_unknown_params_key_is_named(tmp_path):
 
 def test_ill_typed_params_value_is_named(tmp_path):
     p = _params(tmp_path, {"evaluate": {"num_beams": "many"}})
-    r = _run(["evaluate", "--params", str(p)], tmp_path)
+    r = _run(["evaluate", "--model", "sft", "--params", str(p)], tmp_path)
     assert r.returncode != 0
     assert "evaluate.num_beams" in r.stderr and str(p) in r.stderr
     assert not (tmp_path / "reports").exists()
@@ -138,24 +139,13 @@ def test_sid_stage_compares_builders_with_the_shipped_industrial_index(tmp_path,
     assert "NMI level-1 vs category" in header
 
 
-def test_killed_sft_resumes_from_its_last_checkpoint(tmp_path):
+def test_killed_sft_resumes_from_its_last_checkpoint(tiny_workdir):
     """SIGKILL mid-training, run again: training continues from the last epoch checkpoint, then cleans up."""
     import signal
     import time
 
-    from harness.data.schema import write_dataset
-    from harness.data.synthetic import generate
-    from harness.data.upstream_format import write_index_json
-    from harness.params import SyntheticParams
-    from harness.sid.tokens import codes_to_tokens
-
-    ds = generate(SyntheticParams(n_items=40, n_users=120, seed=3), 10, (0.8, 0.1, 0.1))
-    write_dataset(ds, tmp_path / "data" / "dataset")
-    (tmp_path / "data" / "sid").mkdir(parents=True)
-    write_index_json(tmp_path / "data/sid/index.json",
-                     {it.id: codes_to_tokens([it.id % 5, (it.id // 5) % 4, it.id // 20]) for it in ds.items})
-    p = _params(tmp_path, {"sft": {"epochs": 3, "batch_size": 1, "model": {
-        "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "tokenizer_vocab_size": 300}}})
+    tmp_path = tiny_workdir
+    p = _params(tmp_path, {"sft": {"epochs": 3, "batch_size": 1, "model": TINY_MODEL}})
     proc = subprocess.Popen([*HARNESS, "sft", "--params", str(p)], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     ckpts = tmp_path / "models" / ".sft.checkpoints"
@@ -176,26 +166,15 @@ def test_killed_sft_resumes_from_its_last_checkpoint(tmp_path):
     assert not ckpts.exists()  # cleaned up after success
 
 
-def test_killed_rl_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
+def test_killed_rl_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_workdir):
     """SIGKILL of the rl stage after its first checkpoint, run again: it resumes there, and on CPU the final
     weights are byte-identical to those of a run that was never interrupted."""
     import signal
     import time
 
-    from harness.data.schema import write_dataset
-    from harness.data.synthetic import generate
-    from harness.data.upstream_format import write_index_json
-    from harness.params import SyntheticParams
-    from harness.sid.tokens import codes_to_tokens
-
-    ds = generate(SyntheticParams(n_items=40, n_users=120, seed=3), 10, (0.8, 0.1, 0.1))
-    write_dataset(ds, tmp_path / "data" / "dataset")
-    (tmp_path / "data" / "sid").mkdir(parents=True)
-    write_index_json(tmp_path / "data/sid/index.json",
-                     {it.id: codes_to_tokens([it.id % 5, (it.id // 5) % 4, it.id // 20]) for it in ds.items})
+    tmp_path = tiny_workdir
     p = _params(tmp_path, {
-        "sft": {"epochs": 1, "batch_size": 8, "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2,
-                                                         "intermediate_size": 32, "tokenizer_vocab_size": 300}},
+        "sft": {"epochs": 1, "batch_size": 8, "model": TINY_MODEL},
         "rl": {"max_prompts": 24, "num_generations": 4, "prompts_per_step": 2, "save_steps": 3,
                "learning_rate": 0.01}})
     assert _run(["sft", "--params", str(p)], tmp_path).returncode == 0

@@ -120,3 +120,31 @@ def test_baselines():
     assert most_popular(train, index, 10) == ["<a_1><b_0>", "<a_2><b_1>", "<a_0><b_0>"]
     assert most_popular(train, index, 2) == ["<a_1><b_0>", "<a_2><b_1>"]
     assert repeat_last(Interaction("u", (3, 1), 0, "test"), index) == ["<a_1><b_0>"]
+
+
+def test_metrics_stage_refuses_scores_from_another_protocol(tiny_workdir):
+    """reports/metrics.json puts models side by side only when they were scored on the same rows and beams."""
+    from harness.errors import HarnessError
+    from harness.evaluate import ScoredRows, run_metrics
+    from harness.params import EvaluateParams
+
+    d = tiny_workdir
+    p = EvaluateParams(num_beams=10)
+    t = ScoredRows(p, d / "data/dataset", d / "data/sid")
+    (d / "eval/sft").mkdir(parents=True)
+    (d / "eval/rl").mkdir()
+    sft = {"model": "sft", "scored": True, "metrics": {"hr@10": 0.5}, "protocol": {**t.protocol, "num_beams": 20}}
+    (d / "eval/sft/scores.json").write_text(json.dumps(sft))
+    (d / "eval/rl/scores.json").write_text(json.dumps({"model": "rl", "scored": False, "metrics": None,
+                                                         "protocol": t.protocol}))
+    out = d / "metrics.json"
+    with pytest.raises(HarnessError, match=r"another protocol.*num_beams: 20 vs 10"):
+        run_metrics(p, d / "data/dataset", d / "data/sid", d / "eval", out)
+    (d / "eval/sft/scores.json").write_text("{")
+    with pytest.raises(HarnessError, match=r"eval/sft/scores.json: not an evaluate scores file"):
+        run_metrics(p, d / "data/dataset", d / "data/sid", d / "eval", out)
+    sft["protocol"] = t.protocol
+    (d / "eval/sft/scores.json").write_text(json.dumps(sft))
+    m = run_metrics(p, d / "data/dataset", d / "data/sid", d / "eval", out)
+    assert m["sft"] == {"hr@10": 0.5} and m["rl"] is None and "most_popular" in m["baselines"]
+    assert json.loads(out.read_text())["protocol"]["rows"] == t.protocol["rows"]

@@ -37,7 +37,7 @@ def _merge(base: dict, over: dict) -> dict:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("project")
-    for name in ("harness", "report_templates", "checks"):
+    for name in ("harness", "report_templates", "checks", "configs"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root)
     params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
@@ -69,7 +69,8 @@ def test_repro_writes_every_stage_output(reproduced):
     for path in ("data/dataset/items.jsonl", "data/dataset/interactions.jsonl", "data/embed/embeddings.npy",
                  "data/embed/meta.json", "data/sid/index.json", "data/sid/checkpoints/rqvae.safetensors",
                  "data/sid/upstream/info/synthetic_5_2016-10-2018-11.txt", "models/sft/config.json", "models/rl/config.json",
-                 "models/sft/tokenizer.json", "reports/predictions/sft.json", "reports/predictions/rl.json", "reports/metrics.json",
+                 "models/sft/tokenizer.json", "reports/eval/sft/predictions.json", "reports/eval/rl/predictions.json",
+                 "reports/eval/sft/scores.json", "reports/metrics.json",
                  "reports/report.md", "reports/report.html", "reports/audit/data.json", "reports/audit/sid.json",
                  "reports/audit/generation.json", "reports/audit/findings.json", "reports/audit/summary.md"):
         assert (reproduced / path).is_file(), path
@@ -87,7 +88,7 @@ def test_metrics_schema_and_predictions(reproduced):
     assert m["rl"]["legality_rate"] == 1.0
     assert m["protocol"]["rows"] == 60 and m["protocol"]["num_beams"] == 20
     assert m["protocol"]["generation"]["do_sample"] is False
-    preds = json.loads((reproduced / "reports/predictions/sft.json").read_text())
+    preds = json.loads((reproduced / "reports/eval/sft/predictions.json").read_text())
     assert len(preds) == 60
     assert set(preds[0]) == {"input", "output", "predict"} and len(preds[0]["predict"]) == 20
     assert preds[0]["output"].endswith("\n")
@@ -133,7 +134,7 @@ def test_exp_run_with_a_param_override_is_listed(reproduced):
     sh(reproduced, "git", "commit", "-qm", "baseline run")
     out = sh(reproduced, "dvc", "exp", "run", "-S", "evaluate.num_beams=10", "-n", "beams10")
     # only the stages downstream of the changed section run again
-    assert "Stage 'sft' didn't change, skipping" in out and "Running stage 'evaluate'" in out
+    assert "Stage 'sft' didn't change, skipping" in out and "Running stage 'evaluate@sft'" in out
     shown = json.loads(sh(reproduced, "dvc", "exp", "show", "--json"))
     exps = [e for entry in shown for ex in (entry.get("experiments") or []) for e in ex["revs"]]
     named = [e for e in exps if e.get("name") == "beams10"]
@@ -201,7 +202,9 @@ def test_exp_run_without_rl_reports_sft_only(reproduced):
     sh(reproduced, "git", "commit", "-qm", "before the sft-only run")
     out = sh(reproduced, "dvc", "exp", "run", "-S", "rl.enabled=false", "-n", "sft-only")
     assert "Stage 'sft' didn't change, skipping" in out
+    assert "Stage 'evaluate@sft' didn't change, skipping" in out  # foreach: only the RL model is re-scored
     m = json.loads((reproduced / "reports/metrics.json").read_text())
     assert m["rl"] is None and "hr@10" in m["sft"]
-    assert not (reproduced / "reports/predictions/rl.json").exists()
+    assert not (reproduced / "reports/eval/rl/predictions.json").exists()
+    assert json.loads((reproduced / "reports/eval/rl/scores.json").read_text())["scored"] is False
     assert "RL: not run" in (reproduced / "reports/report.md").read_text()

@@ -1,4 +1,9 @@
-"""Evaluate stage: constrained beam search on the test split, upstream-format predictions, HR/NDCG/legality."""
+"""Evaluate stages: constrained beam search on the test split for one model (``evaluate@sft``,
+``evaluate@rl``), then ``metrics`` merges the models' scores with the baselines into ``reports/metrics.json``.
+
+With ``evaluate.num_processes`` > 1 the stage runs under ``accelerate launch``: each process decodes every
+N-th test row, rank 0 gathers the rows and checks that the merged count equals the test rows.
+"""
 
 from __future__ import annotations
 
@@ -7,97 +12,135 @@ from pathlib import Path
 import torch
 
 from harness.console import progress
-from harness.data.schema import read_dataset
+from harness.data.schema import Interaction, read_dataset
 from harness.data.upstream_format import read_index_json
 from harness.errors import HarnessError
 from harness.evaluate.baselines import most_popular, repeat_last
 from harness.evaluate.score import TOPK, score_records
-from harness.io import atomic_dir, write_json
+from harness.io import atomic_dir, read_utf8, write_json
 from harness.params import EvaluateParams
 from harness.prompts import next_sid_prompt
 from harness.sid.tokens import catalogue_sids, history_sids, sid_string
 
+MODELS = ("sft", "rl")
+SCORES = "scores.json"
+PREDICTIONS = "predictions.json"
 
-def load_model(model_dir: Path):
+
+def load_model(model_dir: Path, device: torch.device | str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (model_dir / "config.json").is_file():
         raise HarnessError(f"{model_dir}: not a model directory (config.json missing)")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model, tokenizer
 
 
-def run_evaluate(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-                 model_dirs: dict[str, Path] | None = None, predictions_dir: str | Path = "reports/predictions",
-                 metrics_path: str | Path = "reports/metrics.json") -> dict:
-    """Entry point of the ``evaluate`` stage: every trained model on the same test rows, plus the baselines.
+class ScoredRows:
+    """The scored rows of the test split, with their prompts and targets, and the catalogue they rank in."""
 
-    ``rl`` is scored when ``models/rl`` holds a model; with ``rl.enabled: false`` it holds only the record
-    that RL was skipped, and ``metrics.json`` carries ``"rl": null``.
-    """
+    def __init__(self, p: EvaluateParams, dataset_dir: Path, sid_dir: Path):
+        self.dataset = read_dataset(dataset_dir)
+        self.index = read_index_json(sid_dir / "index.json", len(self.dataset.items))
+        rows = [r for r in self.dataset.split("test") if r.target in self.index]
+        self.rows: list[Interaction] = rows[: p.max_rows] if p.max_rows is not None else rows
+        if not self.rows:
+            raise HarnessError(f"{dataset_dir}: no test rows with a SID target")
+        self.catalogue = catalogue_sids(self.index)
+        self.num_beams = min(p.num_beams, len(self.catalogue))
+        self.prompts = [next_sid_prompt(history_sids(r.history, self.index)) for r in self.rows]
+        self.targets = [sid_string(self.index[r.target]) for r in self.rows]
+        self.ks = [k for k in TOPK if k <= self.num_beams]
+        self.info_sids = [sid_string(self.index[i]) for i in sorted(self.index)]  # one per item, as upstream's info
+        self.protocol = {"split": "test", "rows": len(self.rows), "num_beams": self.num_beams,
+                         "num_beams_requested": p.num_beams, "catalogue_sids": len(self.catalogue), "sid_level": True}
+
+    def records(self, preds: list[list[str]]) -> list[dict]:
+        """Upstream's result format, one object per row in test-split order."""
+        return [{"input": pr, "output": t + "\n", "predict": pred} for pr, t, pred in zip(self.prompts, self.targets, preds)]
+
+
+def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/dataset",
+                 sid_dir: str | Path = "data/sid", model_dir: str | Path | None = None,
+                 out_dir: str | Path | None = None) -> dict | None:
+    """Entry point of ``evaluate@<model>``: ``reports/eval/<model>/`` gets ``scores.json`` and, when the model
+    exists, upstream-format ``predictions.json``. ``models/rl`` without a model (``rl.enabled: false``) is
+    recorded as not scored. Returns None on the non-zero ranks of a launched run."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
     from harness.decode.constrained import catalogue_trie, constrained_beam_search, generation_config
 
-    ds = read_dataset(Path(dataset_dir))
-    index = read_index_json(Path(sid_dir) / "index.json", len(ds.items))
-    rows = [r for r in ds.split("test") if r.target in index]
-    if p.max_rows is not None:
-        rows = rows[: p.max_rows]
-    if not rows:
-        raise HarnessError(f"{dataset_dir}: no test rows with a SID target")
-    catalogue = catalogue_sids(index)
-    num_beams = min(p.num_beams, len(catalogue))
+    model_dir = Path(model_dir or f"models/{model}")
+    out_dir = Path(out_dir or f"reports/eval/{model}")
+    t = ScoredRows(p, Path(dataset_dir), Path(sid_dir))
+    if model != "sft" and not (model_dir / "config.json").is_file():  # the stage was switched off
+        with atomic_dir(out_dir) as tmp:
+            write_json(tmp / SCORES, {"model": model, "scored": False, "reason": f"{model_dir} holds no model",
+                                      "metrics": None, "protocol": t.protocol})
+        return {"model": model, "scored": False}
 
-    prompts = [next_sid_prompt(history_sids(r.history, index)) for r in rows]
-    targets = [sid_string(index[r.target]) for r in rows]
-    ks = [k for k in TOPK if k <= num_beams]
-    info_sids = [sid_string(index[i]) for i in sorted(index)]  # one per item, as upstream's info file
+    state = PartialState(cpu=not torch.cuda.is_available())
+    lm, tokenizer = load_model(model_dir, state.device)
+    trie = catalogue_trie(tokenizer, t.index, model_dir)
+    mine = list(range(state.process_index, len(t.rows), state.num_processes))  # this process's shard
+    with progress(disable=not state.is_main_process) as bar:
+        task = bar.add_task(f"{model}: constrained beam search ({t.num_beams} beams)", total=len(mine))
+        beams = constrained_beam_search(lm, tokenizer, [t.prompts[i] for i in mine], trie, t.num_beams,
+                                        p.batch_size, progress=lambda n: bar.advance(task, n))
+    shard = [(i, ["".join(tokenizer.convert_ids_to_tokens(b)) for b in res.sequences]) for i, res in zip(mine, beams)]
+    merged = dict(gather_object(shard))
+    if not state.is_main_process:
+        return None
+    if sorted(merged) != list(range(len(t.rows))):
+        raise HarnessError(f"evaluate {model}: the {state.num_processes} shards merged into {len(merged)} rows, "
+                           f"not the {len(t.rows)} test rows")
+    records = t.records([merged[i] for i in range(len(t.rows))])
+    gc = generation_config(t.num_beams, trie.max_len, tokenizer.eos_token_id, tokenizer.pad_token_id).to_dict()
+    generation = {k: gc.get(k) for k in ("num_beams", "num_return_sequences", "do_sample", "temperature", "top_k",
+                                          "top_p", "repetition_penalty", "length_penalty", "max_new_tokens")}
+    scores = {"model": model, "scored": True, "metrics": score_records(records, t.info_sids, t.ks),
+              "protocol": {**t.protocol, "generation": generation, "processes": state.num_processes}}
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / PREDICTIONS, records, indent=4)
+        write_json(tmp / SCORES, scores)
+    return scores
 
-    def records(preds: list[list[str]]) -> list[dict]:
-        return [{"input": pr, "output": t + "\n", "predict": pred} for pr, t, pred in zip(prompts, targets, preds)]
 
-    model_dirs = model_dirs or {"sft": Path("models/sft"), "rl": Path("models/rl")}
+def run_metrics(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
+                eval_dir: str | Path = "reports/eval", metrics_path: str | Path = "reports/metrics.json") -> dict:
+    """Entry point of the ``metrics`` stage: every model's scores side by side with the baselines, all on the
+    same test rows (a model scored under another protocol, e.g. a stale evaluation, is an error)."""
+    import json
+
+    t = ScoredRows(p, Path(dataset_dir), Path(sid_dir))
     scored: dict[str, dict | None] = {}
-    predictions: dict[str, list[dict]] = {}
-    for name, model_dir in model_dirs.items():
-        model_dir = Path(model_dir)
-        if name != "sft" and not (model_dir / "config.json").is_file():
-            scored[name] = None  # the stage was switched off: nothing to score
-            continue
-        model, tokenizer = load_model(model_dir)
-        trie = catalogue_trie(tokenizer, index, model_dir)
-        with progress() as bar:
-            task = bar.add_task(f"{name}: constrained beam search ({num_beams} beams)", total=len(prompts))
-            beams = constrained_beam_search(model, tokenizer, prompts, trie, num_beams, p.batch_size,
-                                            progress=lambda n: bar.advance(task, n))
-        predictions[name] = records([["".join(tokenizer.convert_ids_to_tokens(b)) for b in res.sequences]
-                                     for res in beams])
-        scored[name] = score_records(predictions[name], info_sids, ks)
-
-    popular = most_popular(ds.split("train"), index, num_beams)
+    generation = None
+    for model in MODELS:
+        path = Path(eval_dir) / model / SCORES
+        try:
+            s = json.loads(read_utf8(path))
+            metrics, protocol = s["metrics"], s["protocol"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise HarnessError(f"{path}: not an evaluate scores file ({e.__class__.__name__}: {e})") from None
+        mismatch = {k: (protocol.get(k), v) for k, v in t.protocol.items() if protocol.get(k) != v}
+        if mismatch:
+            raise HarnessError(f"{path}: scored under another protocol than evaluate's params and data "
+                               f"({', '.join(f'{k}: {a} vs {b}' for k, (a, b) in mismatch.items())}); run `dvc repro`")
+        scored[model] = metrics
+        generation = generation or protocol.get("generation")
+    if scored["sft"] is None:
+        raise HarnessError(f"{Path(eval_dir) / 'sft' / SCORES}: the SFT model was not scored")
+    popular = most_popular(t.dataset.split("train"), t.index, t.num_beams)
     metrics = {
         **scored,
         "baselines": {
-            "most_popular": score_records(records([popular] * len(rows)), info_sids, ks),
-            "repeat_last": score_records(records([repeat_last(r, index) for r in rows]), info_sids, ks),
+            "most_popular": score_records(t.records([popular] * len(t.rows)), t.info_sids, t.ks),
+            "repeat_last": score_records(t.records([repeat_last(r, t.index) for r in t.rows]), t.info_sids, t.ks),
         },
-        "protocol": {
-            "split": "test",
-            "rows": len(rows),
-            "num_beams": num_beams,
-            "num_beams_requested": p.num_beams,
-            "catalogue_sids": len(catalogue),
-            "sid_level": True,
-        },
+        "protocol": {**t.protocol, "generation": generation},
     }
-    gc = generation_config(num_beams, trie.max_len, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    meta = {k: gc.to_dict().get(k) for k in ("num_beams", "num_return_sequences", "do_sample", "temperature",
-                                              "top_k", "top_p", "repetition_penalty", "length_penalty",
-                                              "max_new_tokens")}
-    metrics["protocol"]["generation"] = meta
-    with atomic_dir(predictions_dir) as tmp:
-        for name, recs in predictions.items():
-            write_json(tmp / f"{name}.json", recs, indent=4)
     write_json(metrics_path, metrics)
     return metrics

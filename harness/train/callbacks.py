@@ -8,13 +8,15 @@ from harness.console import console, progress
 
 
 class RichProgress(TrainerCallback):
+    """Shown by the main process only: a launched run has one bar, not one per worker."""
+
     def __init__(self, description: str):
         self.description = description
         self._bar = None
         self._task = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._bar = progress()
+        self._bar = progress(disable=not state.is_world_process_zero)
         self._bar.start()
         self._task = self._bar.add_task(self.description, total=state.max_steps)
 
@@ -22,7 +24,7 @@ class RichProgress(TrainerCallback):
         self._bar.update(self._task, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "eval_loss" in logs:
+        if logs and "eval_loss" in logs and state.is_world_process_zero:
             console.print(f"epoch {logs.get('epoch', 0):.2f}: valid loss {logs['eval_loss']:.4f}")
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -83,7 +83,7 @@ def make_rollout(tokenizer, trie, g: int):
 
 
 def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-           sft_dir: str | Path = "models/sft", out_dir: str | Path = "models/rl") -> dict:
+           sft_dir: str | Path = "models/sft", out_dir: str | Path = "models/rl") -> dict | None:
     """Entry point of the ``rl`` stage: GRPO from the SFT model into an HF model folder."""
     from transformers import PrinterCallback, set_seed
     from trl import GRPOConfig, GRPOTrainer
@@ -154,6 +154,8 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
                           callbacks=[RichProgress("rl")])
     trainer.remove_callback(PrinterCallback)
     result = trainer.train(resume_from_checkpoint=last)  # on failure the checkpoints stay for the next run
+    if not trainer.is_world_process_zero():  # a launched run: rank 0 writes the outputs
+        return None
     history = [_without_timings(h) for h in trainer.state.log_history]
     rewards = [h["reward"] for h in history if "reward" in h]
     log = {
@@ -161,6 +163,7 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         "train_prompts": len(train),
         "task_prompts": task_counts,
         "global_steps": result.global_step,
+        "processes": args.world_size,
         "train_loss": result.training_loss,
         "reward": p.reward,
         "mean_reward_first_steps": sum(rewards[:5]) / max(len(rewards[:5]), 1),

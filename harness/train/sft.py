@@ -71,7 +71,7 @@ def tokenizer_corpus(ds: Dataset) -> list[str]:
 
 
 def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-            out_dir: str | Path = "models/sft") -> dict:
+            out_dir: str | Path = "models/sft") -> dict | None:
     """Entry point of the ``sft`` stage: writes an HF model folder with its tokenizer and training log."""
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -148,11 +148,14 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
                          processing_class=tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # RichProgress reports instead
     result = trainer.train(resume_from_checkpoint=last)  # on failure the checkpoints stay for the next run
+    if not trainer.is_world_process_zero():  # a launched run: rank 0 writes the outputs
+        return None
     log = {
         "train_examples": len(train),
         "task_examples": task_counts,
         "valid_examples": len(valid) if select else 0,
         "global_steps": result.global_step,
+        "processes": args.world_size,
         "train_loss": result.training_loss,
         "best_eval_loss": trainer.state.best_metric,
         "best_checkpoint_step": _step_of(trainer.state.best_model_checkpoint),
