@@ -254,6 +254,48 @@ def report(params: Path = ParamsOpt) -> None:
     out.print(ctx["verdict"], highlight=False)
 
 
+profile_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                          help="Hardware-sized recipes in profiles/: list them, show one, or select and run one.")
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("list")
+def profile_list() -> None:
+    """The shipped profiles, with the hardware each is sized for."""
+    from tabulate import tabulate
+
+    from harness.profiles import available, load_profile
+
+    rows = _run(lambda: [[n, (pr := load_profile(n)).hardware, pr.description] for n in available()])
+    print(tabulate(rows, headers=["profile", "hardware", "what it runs"]))
+
+
+@profile_app.command("show")
+def profile_show(name: str = typer.Argument(..., help="a name from `harness profile list`")) -> None:
+    """The `dvc exp run` command that selects the profile from the current params.yaml (nothing is run)."""
+    import shlex
+
+    print(shlex.join(_run(lambda: _profile_command(name))))
+
+
+@profile_app.command("run")
+def profile_run(name: str = typer.Argument(..., help="a name from `harness profile list`")) -> None:
+    """Select a profile and run the pipeline: `dvc exp run -n NAME -S ...` in the workspace. params.yaml then
+    holds the profile (committed params.yaml + its overrides); `dvc exp show` lists the run."""
+    import subprocess
+
+    cmd = _run(lambda: _profile_command(name))
+    err.print(f"profile {name}: {len(cmd) // 2 - 2} params set, running dvc exp run", highlight=False)
+    raise typer.Exit(subprocess.run(cmd).returncode)  # noqa: S603 - an argument list, no shell
+
+
+def _profile_command(name: str) -> list[str]:
+    from harness.params import DEFAULT_PARAMS, load_yaml
+    from harness.profiles import committed_params, exp_command, load_profile
+
+    return exp_command(load_profile(name), committed_params(), load_yaml(Path(DEFAULT_PARAMS)))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(sys.argv[1:])
 

@@ -181,7 +181,10 @@ class SftParams(_Section):
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_length: int = Field(128, ge=16)
+    lr_scheduler: Literal["cosine", "linear"] = "cosine"  # upstream's sft.py: linear (its cosine is unused)
     select_on_valid: bool = True
+    # None: evaluate (and checkpoint) every epoch; a float < 1: that share of the total steps (upstream: 0.05)
+    eval_steps: float | None = Field(None, gt=0, lt=1)
     early_stopping_patience: int | None = Field(None, ge=1)  # evaluations without a better valid loss (upstream: 3)
     num_processes: int = Field(1, ge=1)  # > 1: the stage runs under `accelerate launch` (one process per GPU)
     distributed: Literal["ddp", "zero2"] = "zero2"  # with num_processes > 1: DeepSpeed ZeRO-2 or plain DDP
@@ -205,6 +208,19 @@ class RlParams(_Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     max_grad_norm: float = Field(0.3, gt=0)
     title_to_sid: bool = False  # also item title -> SID prompts (upstream's RLTitle2SidDataset), one per title
+    # full: every weight (upstream); lora: LoRA adapters on the SFT model, the reference is the model with the
+    # adapters off (no second copy in memory: what a 16 GB GPU needs)
+    mode: Literal["full", "lora"] = "full"
+    lora: LoraParams = LoraParams()
+    bf16: bool = False  # trl's GRPOConfig defaults to True, even on a CPU: set here, never inherited
+    gradient_checkpointing: bool = False  # trl's default is True: set here, never inherited
+    gradient_accumulation_steps: int = Field(1, ge=1)  # upstream rl.sh: 2
+
+    @model_validator(mode="after")
+    def _reference(self) -> "RlParams":
+        if self.mode == "lora" and self.sync_ref_model:
+            raise ValueError("sync_ref_model needs mode full: with LoRA the reference is the base model itself")
+        return self
     save_steps: int = Field(8, ge=1)  # optimiser steps between checkpoints (the resume points of a killed run)
     num_processes: int = Field(1, ge=1)  # > 1: `accelerate launch`; prompts_per_step is then per process
     distributed: Literal["ddp", "zero2"] = "zero2"  # upstream runs RL under DeepSpeed ZeRO-2
@@ -216,6 +232,7 @@ class EvaluateParams(_Section):
     batch_size: int = Field(16, ge=1)
     max_rows: int | None = Field(None, ge=1)
     num_processes: int = Field(1, ge=1)  # > 1: test rows sharded across `accelerate launch` workers, then merged
+    dtype: Literal["float32", "bfloat16"] = "float32"  # upstream evaluates in bf16 on GPUs
 
 
 # ---------------------------------------------------------------- report
@@ -264,14 +281,17 @@ def text_line_of_offset(data: bytes, offset: int) -> int:
 def load_section(section: str, path: str | Path = DEFAULT_PARAMS) -> _Section:
     """Load and validate one section of params.yaml (missing keys take their defaults)."""
     path = Path(path)
-    model = SECTIONS[section]
-    raw = load_yaml(path).get(section, {})
+    return validate_section(section, load_yaml(path).get(section, {}), path)
+
+
+def validate_section(section: str, raw: object, path: str | Path) -> _Section:
+    """One section's values as its typed model; the first problem is a ParamsError naming ``path`` and the key."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ParamsError(path, section, "must be a mapping")
     try:
-        return model.model_validate(raw)
+        return SECTIONS[section].model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join([section, *(str(p) for p in err["loc"])])

@@ -208,3 +208,22 @@ def test_exp_run_without_rl_reports_sft_only(reproduced):
     assert not (reproduced / "reports/eval/rl/predictions.json").exists()
     assert json.loads((reproduced / "reports/eval/rl/scores.json").read_text())["scored"] is False
     assert "RL: not run" in (reproduced / "reports/report.md").read_text()
+
+
+def test_profile_run_selects_a_profile_and_records_the_experiment(reproduced):
+    (reproduced / "profiles").mkdir(exist_ok=True)
+    (reproduced / "profiles" / "rule-reward.yaml").write_text(yaml.safe_dump(
+        {"description": "the rule reward", "hardware": "any CPU", "params": {"rl": {"enabled": True, "reward": "rule"}}}))
+    sh(reproduced, "git", "add", "-A")
+    sh(reproduced, "git", "commit", "-qm", "before the profile run")
+    committed = yaml.safe_load((reproduced / "params.yaml").read_text())
+    out = sh(reproduced, "harness", "profile", "run", "rule-reward")
+    assert "Stage 'sft' didn't change, skipping" in out and "Running stage 'rl'" in out
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    assert params["rl"]["reward"] == "rule" and params["rl"]["enabled"] is True
+    assert {**params["rl"], "reward": committed["rl"]["reward"], "enabled": committed["rl"]["enabled"]} == committed["rl"]
+    log = json.loads((reproduced / "models/rl/training_log.json").read_text())
+    assert log["reward"] == "rule"
+    shown = json.loads(sh(reproduced, "dvc", "exp", "show", "--json"))
+    names = [e.get("name") for entry in shown for ex in (entry.get("experiments") or []) for e in ex["revs"]]
+    assert "rule-reward" in names

@@ -27,13 +27,13 @@ SCORES = "scores.json"
 PREDICTIONS = "predictions.json"
 
 
-def load_model(model_dir: Path, device: torch.device | str | None = None):
+def load_model(model_dir: Path, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (model_dir / "config.json").is_file():
         raise HarnessError(f"{model_dir}: not a model directory (config.json missing)")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model, tokenizer
 
@@ -83,7 +83,7 @@ def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/
         return {"model": model, "scored": False}
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    lm, tokenizer = load_model(model_dir, state.device)
+    lm, tokenizer = load_model(model_dir, state.device, getattr(torch, p.dtype))
     trie = catalogue_trie(tokenizer, t.index, model_dir)
     mine = list(range(state.process_index, len(t.rows), state.num_processes))  # this process's shard
     with progress(disable=not state.is_main_process) as bar:
@@ -102,7 +102,8 @@ def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/
     generation = {k: gc.get(k) for k in ("num_beams", "num_return_sequences", "do_sample", "temperature", "top_k",
                                           "top_p", "repetition_penalty", "length_penalty", "max_new_tokens")}
     scores = {"model": model, "scored": True, "metrics": score_records(records, t.info_sids, t.ks),
-              "protocol": {**t.protocol, "generation": generation, "processes": state.num_processes}}
+              "protocol": {**t.protocol, "generation": generation, "processes": state.num_processes,
+                           "dtype": p.dtype}}
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / PREDICTIONS, records, indent=4)
         write_json(tmp / SCORES, scores)

@@ -15,6 +15,7 @@ import random
 import shutil
 from pathlib import Path
 
+import torch
 from datasets import Dataset as HFDataset
 
 from harness.data.schema import Dataset, read_dataset
@@ -111,7 +112,9 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         raise HarnessError(f"rl.num_generations: {p.num_generations} beams exceed the {len(catalogue)} catalogue SIDs")
 
     set_seed(p.seed)
-    model, tokenizer = load_model(Path(sft_dir))
+    # LoRA keeps the base frozen, so it can sit in bf16; full fine-tuning keeps fp32 master weights (autocast)
+    dtype = torch.bfloat16 if p.bf16 and p.mode == "lora" else torch.float32
+    model, tokenizer = load_model(Path(sft_dir), dtype=dtype)
     trie = catalogue_trie(tokenizer, index, sft_dir)
     eos = tokenizer.eos_token_id
 
@@ -131,6 +134,9 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         output_dir=str(ckpt_dir),
         num_train_epochs=p.epochs,
         per_device_train_batch_size=p.prompts_per_step * g,
+        gradient_accumulation_steps=p.gradient_accumulation_steps,
+        bf16=p.bf16,  # trl defaults both to True, on a CPU too: never inherited
+        gradient_checkpointing=p.gradient_checkpointing,
         num_generations=g,
         max_completion_length=trie.max_len,
         learning_rate=p.learning_rate,
@@ -149,7 +155,13 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         save_only_model=False,  # optimizer, scheduler and RNG state too
         **runtime_args(p.seed),
     )
-    trainer = GRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+    peft_config = None
+    if p.mode == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=p.lora.r, lora_alpha=p.lora.alpha, lora_dropout=p.lora.dropout,
+                                 target_modules=p.lora.target_modules, task_type="CAUSAL_LM")
+    trainer = GRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=peft_config,
                           reward_funcs=make_rewards(parse_sid, p.reward, g), rollout_func=make_rollout(tokenizer, trie, g),
                           callbacks=[RichProgress("rl")])
     trainer.remove_callback(PrinterCallback)
@@ -166,13 +178,16 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         "processes": args.world_size,
         "train_loss": result.training_loss,
         "reward": p.reward,
+        "mode": p.mode,
         "mean_reward_first_steps": sum(rewards[:5]) / max(len(rewards[:5]), 1),
         "mean_reward_last_steps": sum(rewards[-5:]) / max(len(rewards[-5:]), 1),
         "log_history": history,
     }
+    final = trainer.accelerator.unwrap_model(trainer.model)
+    if p.mode == "lora":  # fold the adapters into a plain model, saved in fp32 like the SFT model
+        final = final.merge_and_unload().to(torch.float32)
     with atomic_dir(out_dir) as tmp:
-        trainer.save_model(str(tmp))
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing here ever loads it
+        final.save_pretrained(str(tmp))  # weights, config and generation config; no training_args pickle
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / TRAINING_LOG, log)
     shutil.rmtree(ckpt_dir.parent, ignore_errors=True)  # this run's and any stale runs' checkpoints

@@ -2,7 +2,8 @@
 mixed with the tasks that align titles and SIDs (``sft.tasks``).
 
 Loss is on the completion (target SID or title + EOS) only. With ``select_on_valid`` the checkpoint with the
-lowest valid-split loss is kept, as upstream does (eval every epoch instead of every 5% of steps), and
+lowest valid-split loss is kept, as upstream does (every epoch, or every ``eval_steps`` share of the steps:
+upstream evaluates every 5%), and
 ``early_stopping_patience`` stops after that many evaluations without improvement (upstream: 3).
 """
 
@@ -112,6 +113,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     last = last_complete_checkpoint(ckpt_dir)
     if last:
         console.print(f"sft: resuming from {last} (a killed run with the same params and inputs)")
+    every = p.eval_steps or p.max_steps  # steps (a share of the total when < 1) between evaluations; None: epochs
     args = SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=p.epochs,
@@ -122,16 +124,16 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         bf16=p.bf16,
         per_device_eval_batch_size=max(p.batch_size, 64),
         learning_rate=p.learning_rate,
-        lr_scheduler_type="cosine",
+        lr_scheduler_type=p.lr_scheduler,
         warmup_steps=p.warmup_ratio,
         weight_decay=p.weight_decay,
         max_length=p.max_length,
         completion_only_loss=True,
         logging_steps=20,
-        eval_strategy=("steps" if p.max_steps else "epoch") if select else "no",
-        eval_steps=p.max_steps,
-        save_strategy="steps" if p.max_steps else "epoch",  # also the resume points
-        save_steps=p.max_steps,
+        eval_strategy=("steps" if every else "epoch") if select else "no",
+        eval_steps=every,
+        save_strategy="steps" if every else "epoch",  # also the resume points
+        save_steps=every,
         load_best_model_at_end=select,
         metric_for_best_model="eval_loss" if select else None,
         greater_is_better=False if select else None,

@@ -1,0 +1,101 @@
+"""Profiles: every shipped one is valid against every params section, its `dvc exp run -S` arguments parse
+back (Hydra's grammar) to exactly its values, switching profiles resets a previous one's keys, and the
+smollm2-cpu profile runs a few real steps on Industrial."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.errors import HarnessError, ParamsError
+from harness.params import SECTIONS, load_yaml
+from harness.profiles import _flatten, available, load_profile, merged_params, overrides
+from tests.conftest import REPO
+
+PROFILES = REPO / "profiles"
+BASE = load_yaml(REPO / "params.yaml")
+
+
+def _parse(args: list[str]) -> dict:
+    """What dvc does with -S: Hydra's override parser."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(args)}
+
+
+def test_the_four_profiles_are_shipped():
+    assert available(PROFILES) == ["embedded", "paper-8gpu", "single-gpu-16gb", "smollm2-cpu"]
+
+
+@pytest.mark.parametrize("name", ["embedded", "paper-8gpu", "single-gpu-16gb", "smollm2-cpu"])
+def test_profile_is_valid_and_its_overrides_parse_back_to_its_values(name):
+    profile = load_profile(name, PROFILES)
+    target = dict(_flatten(merged_params(profile, BASE)))  # validates every section
+    parsed = _parse(overrides(profile, BASE, BASE))
+    assert parsed == {k: target[k] for k in parsed}
+    assert set(parsed) == {k for k, _ in _flatten(profile.params)}  # from the committed params: only its own keys
+    if name == "embedded":
+        assert parsed == {}
+
+
+def test_paper_profile_carries_upstreams_recipe():
+    m = merged_params(load_profile("paper-8gpu", PROFILES), BASE)
+    sft, rl = m["sft"], m["rl"]
+    assert sft["batch_size"] * sft["gradient_accumulation_steps"] * sft["num_processes"] == 1024
+    assert (sft["learning_rate"], sft["lr_scheduler"], sft["early_stopping_patience"]) == (3e-4, "linear", 3)
+    assert rl["prompts_per_step"] * rl["num_generations"] == 64 and rl["distributed"] == "zero2"
+    assert (rl["learning_rate"], rl["beta"], rl["epochs"], rl["reward"]) == (1e-5, 1e-3, 2, "ranking")
+
+
+def test_switching_profiles_resets_the_previous_ones_keys():
+    paper = merged_params(load_profile("paper-8gpu", PROFILES), BASE)
+    back = _parse(overrides(load_profile("embedded", PROFILES), BASE, paper))
+    assert back["sft.num_processes"] == 1 and back["sft.model.source"] == "scratch"
+    assert back["data.source"] == "synthetic" and back["evaluate.dtype"] == "float32"
+    smol = _parse(overrides(load_profile("smollm2-cpu", PROFILES), BASE, paper))
+    assert smol["sft.num_processes"] == 1 and smol["sft.model.source"] == "smollm2-135m"
+    stray = {**BASE, "sft": {**BASE["sft"], "my_key": 1}}
+    with pytest.raises(HarnessError, match="sft.my_key"):
+        overrides(load_profile("embedded", PROFILES), BASE, stray)
+
+
+def test_a_bad_profile_names_its_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"description": "x", "hardware": "y", "params": {"sft": {"learning_rat": 1}}}))
+    with pytest.raises(ParamsError) as e:
+        merged_params(load_profile("bad", tmp_path), BASE)
+    assert e.value.key == "sft.learning_rat" and str(bad) in str(e.value)
+    bad.write_text(yaml.safe_dump({"description": "x", "hardware": "y", "params": {"training": {}}}))
+    with pytest.raises(ParamsError, match="params.training"):
+        load_profile("bad", tmp_path)
+    with pytest.raises(HarnessError, match="available: bad"):
+        load_profile("missing", tmp_path)
+
+
+def test_smollm2_cpu_profile_runs_sft_rl_and_evaluation_on_industrial(shared_amazon, tmp_path):
+    """The profile itself (not a look-alike), with smoke caps: SmolLM2 + LoRA on the valid split as train."""
+    params = merged_params(load_profile("smollm2-cpu", PROFILES), BASE)
+    params["data"]["upstream"]["dir"] = str(shared_amazon)
+    params["sid"]["compare"] = []  # no embedding model needed for the shipped SIDs
+    params["sft"]["max_steps"] = 2
+    params["rl"].update(max_prompts=2, num_generations=4, prompts_per_step=1)
+    params["evaluate"].update(max_rows=4, num_beams=5)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for args in (["data"], ["sid"], ["sft"], ["rl"], ["evaluate", "--model", "sft"], ["evaluate", "--model", "rl"],
+                 ["metrics"]):
+        r = subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=900)
+        assert r.returncode == 0, f"{args}: {r.stderr[-2000:]}"
+    sft = json.loads((tmp_path / "models/sft/training_log.json").read_text())
+    assert sft["base_model"] == "smollm2-135m" and sft["mode"] == "lora" and sft["global_steps"] == 2
+    rl = json.loads((tmp_path / "models/rl/training_log.json").read_text())
+    assert rl["mode"] == "lora" and rl["global_steps"] == 2
+    m = json.loads((tmp_path / "reports/metrics.json").read_text())
+    assert m["sft"]["legality_rate"] == 1.0 and m["rl"]["legality_rate"] == 1.0 and m["protocol"]["rows"] == 4
+    assert m["protocol"]["catalogue_sids"] == 3670  # Industrial's shipped index
