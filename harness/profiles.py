@@ -36,7 +36,8 @@ def available(profiles_dir: Path = PROFILES_DIR) -> list[str]:
 def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
     path = profiles_dir / f"{name}.yaml"
     if not path.is_file():
-        raise HarnessError(f"profile '{name}' not found in {profiles_dir} (available: {', '.join(available(profiles_dir))})")
+        names = ", ".join(available(profiles_dir))
+        raise HarnessError(f"profile '{name}' not found in {profiles_dir} (available: {names})")
     doc = load_yaml(path)
     for key in ("description", "hardware"):
         if not isinstance(doc.get(key), str):
@@ -65,9 +66,11 @@ def committed_params(repo_dir: Path = Path(".")) -> dict:
     try:
         text = Repo(repo_dir, search_parent_directories=True).git.show(f"HEAD:{DEFAULT_PARAMS}")
     except (InvalidGitRepositoryError, NoSuchPathError):
-        raise HarnessError(f"{repo_dir.resolve()}: not a git checkout (profiles and dvc experiments need one)") from None
+        raise HarnessError(f"{repo_dir.resolve()}: not a git checkout (profiles and dvc experiments need one)") \
+            from None
     except GitCommandError:
-        raise HarnessError(f"{DEFAULT_PARAMS} is not committed at HEAD: commit it first (it is the profiles' base)") from None
+        raise HarnessError(f"{DEFAULT_PARAMS} is not committed at HEAD: commit it first (it is the profiles' base)") \
+            from None
     return yaml.safe_load(text) or {}
 
 
@@ -102,7 +105,8 @@ def exp_command(profile: Profile, base: dict, workspace: dict) -> list[str]:
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(base.get(k) or {}, v) if isinstance(v, dict) and isinstance(base.get(k), (dict, type(None))) else v
+        nested = isinstance(v, dict) and isinstance(base.get(k), (dict, type(None)))
+        out[k] = _merge(base.get(k) or {}, v) if nested else v
     return out
 
 

@@ -139,39 +139,42 @@ def test_sid_stage_compares_builders_with_the_shipped_industrial_index(tmp_path,
     assert "NMI level-1 vs category" in header
 
 
-def test_killed_sft_resumes_from_its_last_checkpoint(tiny_workdir):
-    """SIGKILL mid-training, run again: training continues from the last epoch checkpoint, then cleans up."""
+def _kill_after_first_checkpoint(stage: str, params: Path, cwd: Path) -> list[Path]:
+    """Start ``harness <stage>``, SIGKILL it once its first complete checkpoint exists; the checkpoints left."""
     import signal
     import time
 
-    tmp_path = tiny_workdir
-    p = _params(tmp_path, {"sft": {"epochs": 3, "batch_size": 1, "model": TINY_MODEL}})
-    proc = subprocess.Popen([*HARNESS, "sft", "--params", str(p)], cwd=tmp_path, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*HARNESS, stage, "--params", str(params)], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    ckpts = tmp_path / "models" / ".sft.checkpoints"
+    ckpts = cwd / "models" / f".{stage}.checkpoints"
     deadline = time.time() + 300
     while not list(ckpts.glob("*/checkpoint-*/trainer_state.json")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "training ended before its first checkpoint: make the run longer"
+        time.sleep(0.02)
+    assert proc.poll() is None, f"{stage} ended before its first checkpoint: make the run longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     saved = sorted(ckpts.glob("*/checkpoint-*"))
-    assert saved and not (tmp_path / "models/sft").exists()
+    assert saved and not (cwd / "models" / stage).exists()  # nothing half-written where the output goes
+    return saved
+
+
+def test_killed_sft_resumes_from_its_last_checkpoint(tiny_workdir):
+    """SIGKILL mid-training, run again: training continues from the last epoch checkpoint, then cleans up."""
+    tmp_path = tiny_workdir
+    p = _params(tmp_path, {"sft": {"epochs": 3, "batch_size": 1, "model": TINY_MODEL}})
+    saved = _kill_after_first_checkpoint("sft", p, tmp_path)
     r = _run(["sft", "--params", str(p)], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "resuming from" in r.stderr and saved[0].name in r.stderr
     log = json.loads((tmp_path / "models/sft/training_log.json").read_text())
     steps_per_epoch = int(saved[0].name.split("-")[1])
     assert log["global_steps"] == 3 * steps_per_epoch
-    assert not ckpts.exists()  # cleaned up after success
+    assert not saved[0].parent.parent.exists()  # cleaned up after success
 
 
 def test_killed_rl_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_workdir):
     """SIGKILL of the rl stage after its first checkpoint, run again: it resumes there, and on CPU the final
     weights are byte-identical to those of a run that was never interrupted."""
-    import signal
-    import time
-
     tmp_path = tiny_workdir
     p = _params(tmp_path, {
         "sft": {"epochs": 1, "batch_size": 8, "model": TINY_MODEL},
@@ -183,20 +186,10 @@ def test_killed_rl_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_workdir
     uninterrupted = (tmp_path / "models/rl/model.safetensors").read_bytes()
     shutil.rmtree(tmp_path / "models/rl")
 
-    proc = subprocess.Popen([*HARNESS, "rl", "--params", str(p)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    ckpts = tmp_path / "models" / ".rl.checkpoints"
-    deadline = time.time() + 300
-    while not list(ckpts.glob("*/checkpoint-*/trainer_state.json")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "rl ended before its first checkpoint: make the run longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    saved = sorted(ckpts.glob("*/checkpoint-*"))
-    assert saved and not (tmp_path / "models/rl").exists()
+    saved = _kill_after_first_checkpoint("rl", p, tmp_path)
     r = _run(["rl", "--params", str(p)], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "rl: resuming from" in r.stderr and saved[-1].name in r.stderr
     log = json.loads((tmp_path / "models/rl/training_log.json").read_text())
-    assert log["global_steps"] == 12 and not ckpts.exists()
+    assert log["global_steps"] == 12 and not saved[0].parent.parent.exists()
     assert (tmp_path / "models/rl/model.safetensors").read_bytes() == uninterrupted

@@ -59,7 +59,8 @@ class ScoredRows:
 
     def records(self, preds: list[list[str]]) -> list[dict]:
         """Upstream's result format, one object per row in test-split order."""
-        return [{"input": pr, "output": t + "\n", "predict": pred} for pr, t, pred in zip(self.prompts, self.targets, preds)]
+        return [{"input": pr, "output": t + "\n", "predict": pred}
+                for pr, t, pred in zip(self.prompts, self.targets, preds)]
 
 
 def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/dataset",

@@ -89,10 +89,10 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
     from transformers import PrinterCallback, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
+    from harness.console import console
     from harness.decode.constrained import catalogue_trie
     from harness.evaluate import load_model
     from harness.train import runtime_args
-    from harness.console import console
     from harness.train.callbacks import RichProgress
     from harness.train.checkpoints import checkpoint_dir, last_complete_checkpoint
     from harness.train.sft import _without_timings
@@ -161,9 +161,9 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
 
         peft_config = LoraConfig(r=p.lora.r, lora_alpha=p.lora.alpha, lora_dropout=p.lora.dropout,
                                  target_modules=p.lora.target_modules, task_type="CAUSAL_LM")
-    trainer = GRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=peft_config,
-                          reward_funcs=make_rewards(parse_sid, p.reward, g), rollout_func=make_rollout(tokenizer, trie, g),
-                          callbacks=[RichProgress("rl")])
+    trainer = GRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                          peft_config=peft_config, reward_funcs=make_rewards(parse_sid, p.reward, g),
+                          rollout_func=make_rollout(tokenizer, trie, g), callbacks=[RichProgress("rl")])
     trainer.remove_callback(PrinterCallback)
     result = trainer.train(resume_from_checkpoint=last)  # on failure the checkpoints stay for the next run
     if not trainer.is_world_process_zero():  # a launched run: rank 0 writes the outputs
