@@ -254,6 +254,24 @@ def report(params: Path = ParamsOpt) -> None:
     out.print(ctx["verdict"], highlight=False)
 
 
+@app.command()
+def provenance(as_json: bool = typer.Option(False, "--json", help="print the record as JSON")) -> None:
+    """Upstream pin vs checkout, the harness commit, dirty states, package versions, Python and hardware."""
+    from harness.io import dumps_json
+    from harness.upstream.provenance import provenance as record
+
+    rec = _run(record)
+    if as_json:
+        print(dumps_json(rec), end="")
+        return
+    from tabulate import tabulate
+
+    flat = [(k, v) for k, v in rec.items() if not isinstance(v, dict)]
+    flat += [(f"packages.{k}", v) for k, v in rec["packages"].items()]
+    flat += [(f"hardware.{k}", v) for k, v in rec["hardware"].items()]
+    print(tabulate(flat, tablefmt="plain"))
+
+
 profile_app = typer.Typer(no_args_is_help=True, add_completion=False,
                           help="Hardware-sized recipes in profiles/: list them, show one, or select and run one.")
 app.add_typer(profile_app, name="profile")

@@ -1,0 +1,1 @@
+"""The upstream backend: the pinned MiniOneRec checkout (``upstream/`` submodule) and its provenance."""

@@ -1,0 +1,128 @@
+"""Provenance: which upstream commit is pinned and which is checked out, the harness's own commit, and the
+packages and hardware a run used.
+
+Read with GitPython. The pin is the gitlink recorded in the harness's HEAD commit, so a staged but
+uncommitted pin change shows up as a dirty harness, never as the pin. An ``upstream/`` without a commit
+checked out (not initialised, or only the empty placeholder ``make submodule-gitdir`` prepares) counts as
+absent.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+SUBMODULE = "upstream"
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "dvc",
+            "great_expectations", "faiss-cpu", "numpy", "deepspeed")
+
+
+def git_record(root: Path = Path(".")) -> dict:
+    """Pin, checkout and dirty state of the upstream submodule, and the harness's own commit and dirty state."""
+    from git import InvalidGitRepositoryError, NoSuchPathError, Repo
+
+    try:
+        repo = Repo(root, search_parent_directories=True)
+    except (InvalidGitRepositoryError, NoSuchPathError):
+        raise HarnessError(f"{Path(root).resolve()}: not a git checkout of the harness") from None
+    top = Path(repo.working_tree_dir)
+    head = repo.head.commit if repo.head.is_valid() else None
+    pinned = _gitlink(repo, head)
+    checked_out, dirty = _submodule_state(top / SUBMODULE)
+    return {
+        "upstream_pinned": pinned,
+        "upstream_checked_out": checked_out,
+        "upstream_initialised": checked_out is not None,
+        "upstream_dirty": dirty,
+        "upstream_matches_pin": checked_out is not None and checked_out == pinned,
+        "harness_commit": head.hexsha if head else None,
+        "harness_dirty": repo.is_dirty(untracked_files=True, submodules=False),
+    }
+
+
+def _gitlink(repo, head) -> str | None:
+    if head is None:
+        return None
+    try:
+        entry = head.tree / SUBMODULE
+    except KeyError:
+        return None
+    return entry.hexsha if entry.type == "submodule" else None
+
+
+def _submodule_state(path: Path) -> tuple[str | None, bool | None]:
+    """(checked-out commit, dirty) of the submodule, or (None, None) when nothing is checked out there."""
+    from git import InvalidGitRepositoryError, NoSuchPathError, Repo
+
+    if not (path / ".git").exists():
+        return None, None
+    try:
+        sub = Repo(path)
+    except (InvalidGitRepositoryError, NoSuchPathError):
+        return None, None
+    if not sub.head.is_valid():  # the empty placeholder repository: no commit checked out
+        return None, None
+    return sub.head.commit.hexsha, sub.is_dirty(untracked_files=True)
+
+
+def packages() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def hardware() -> dict:
+    """CPU model and count, memory, and the GPUs torch sees (names and count)."""
+    cpu = platform.processor() or platform.machine()
+    mem_gib = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 2**20, 1)
+                break
+    except OSError:
+        pass
+    gpus: list[str] = []
+    try:
+        import torch
+
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - a broken CUDA install must not hide the rest of the record
+        gpus = []
+    return {"machine": platform.machine(), "cpu_model": cpu, "cpu_count": os.cpu_count(), "memory_gib": mem_gib,
+            "gpu_count": len(gpus), "gpu_names": gpus}
+
+
+def provenance(root: Path = Path(".")) -> dict:
+    """The whole record ``harness provenance --json`` prints and the report embeds."""
+    return {**git_record(root), "python": platform.python_version(), "python_executable": sys.executable,
+            "platform": platform.platform(), "packages": packages(), "hardware": hardware()}
+
+
+def require_pinned(record: dict, allow_unpinned: bool = False) -> None:
+    """Refuse to run upstream code that is absent, not the pinned commit, or locally modified."""
+    if not record["upstream_initialised"]:
+        raise HarnessError("upstream/ is not checked out: run `git submodule update --init upstream` (or `make "
+                           f"upstream`) to get the pinned commit {record['upstream_pinned']}")
+    if allow_unpinned:
+        return
+    if not record["upstream_matches_pin"]:
+        raise HarnessError(f"upstream/ is at {record['upstream_checked_out']}, not the pinned "
+                           f"{record['upstream_pinned']}: run `git submodule update upstream`, or pass "
+                           "--allow-unpinned to run it anyway (the report then names the commit that ran)")
+    if record["upstream_dirty"]:
+        raise HarnessError("upstream/ has local modifications: the numbers would not be the pinned code's; "
+                           "revert them (git -C upstream status) or pass --allow-unpinned")
