@@ -224,15 +224,25 @@ def score(
     predictions: Path = typer.Option(..., "--predictions", help="result JSON in upstream's format"),
     info: Path = typer.Option(..., "--info", help="upstream info file (SID<TAB>title<TAB>item_id)"),
     out_path: Path = typer.Option(..., "--out", help="where to write the metrics JSON"),
+    calc_stdout: Path | None = typer.Option(None, "--calc-stdout",
+                                            help="what upstream calc.py printed for the same files: must agree"),
 ) -> None:
     """Score an upstream-format result JSON exactly as upstream's calc.py does, plus collision-aware metrics."""
     from tabulate import tabulate
 
     from harness.evaluate.score import read_info_sids, read_predictions, score_records
-    from harness.io import write_json
+    from harness.io import read_utf8, write_json
 
     def go() -> dict:
         m = score_records(read_predictions(predictions), read_info_sids(info))
+        if calc_stdout is not None:
+            from harness.upstream.calc_output import disagreements, parse_calc_stdout
+
+            problems = disagreements(parse_calc_stdout(read_utf8(calc_stdout), calc_stdout), m)
+            if problems:
+                raise HarnessError(f"{calc_stdout}: calc.py's printed figures disagree with harness score on "
+                                   f"{predictions}: " + "; ".join(problems))
+            m["calc_py_agrees"] = True
         write_json(out_path, m)
         return m
 

@@ -54,3 +54,6 @@ def test_printed_hr_ndcg_and_cc_agree_to_the_last_digit(tmp_path):
     ks = [k for k in (1, 3, 5, 10, 20, 50) if f"hr@{k}" in m]
     assert printed == [f"NDCG:\t{np.array([m[f'ndcg@{k}'] for k in ks])}", f"HR\t{np.array([m[f'hr@{k}'] for k in ks])}"]
     assert cc == m["illegal_count"]
+    from harness.upstream.calc_output import disagreements, parse_calc_stdout
+
+    assert disagreements(parse_calc_stdout(buf.getvalue()), m, ks) == []  # the parser reads the real output
