@@ -169,11 +169,12 @@ def evaluate(
         out.print(f"evaluate: {model} not scored (models/{model} holds no model)")
         return
     m = s["metrics"]
-    ks = [k.split("@")[1] for k in m if k.startswith("hr@") and not k.startswith("collision")]
-    print(tabulate_row(model, m, ks))
+    ks = [k.split("@")[1] for k in m if k.startswith("hr@")]
+    print(_score_row(model, m, ks))
 
 
-def tabulate_row(model: str, m: dict, ks: list[str]) -> str:
+def _score_row(model: str, m: dict, ks: list[str]) -> str:
+    """One model's HR@K, NDCG@K and legality as a terminal table."""
     from tabulate import tabulate
 
     return tabulate([[model, *(f"{m[f'hr@{k}']:.4f}" for k in ks), *(f"{m[f'ndcg@{k}']:.4f}" for k in ks),
@@ -313,7 +314,7 @@ def profile_run(name: str = typer.Argument(..., help="a name from `harness profi
     import subprocess
 
     cmd = _run(lambda: _profile_command(name))
-    err.print(f"profile {name}: {len(cmd) // 2 - 2} params set, running dvc exp run", highlight=False)
+    err.print(f"profile {name}: {cmd.count('-S')} params set, running dvc exp run", highlight=False)
     raise typer.Exit(subprocess.run(cmd).returncode)  # noqa: S603 - an argument list, no shell
 
 
