@@ -168,19 +168,12 @@ def evaluate(
     if not s["scored"]:
         out.print(f"evaluate: {model} not scored (models/{model} holds no model)")
         return
-    m = s["metrics"]
-    ks = [k.split("@")[1] for k in m if k.startswith("hr@")]
-    print(_score_row(model, m, ks))
-
-
-def _score_row(model: str, m: dict, ks: list[str]) -> str:
-    """One model's HR@K, NDCG@K and legality as a terminal table."""
     from tabulate import tabulate
 
-    return tabulate([[model, *(f"{m[f'hr@{k}']:.4f}" for k in ks), *(f"{m[f'ndcg@{k}']:.4f}" for k in ks),
-                      f"{m['legality_rate']:.4f}"]],
-                    headers=["model", *(f"HR@{k}" for k in ks), *(f"NDCG@{k}" for k in ks), "legality"],
-                    disable_numparse=True)
+    from harness.report import block_tables
+
+    for header, rows in block_tables([(model, s["metrics"])]).values():
+        print(tabulate(rows, headers=header, disable_numparse=True), end="\n\n")
 
 
 @app.command()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -17,9 +16,9 @@ from tabulate import tabulate
 from harness.errors import HarnessError
 from harness.io import write_text
 from harness.params import ReportParams
+from harness.upstream.provenance import cpu_model, packages
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "report_templates"
-PACKAGES = ("torch", "transformers", "trl", "tokenizers", "sentence-transformers", "faiss-cpu", "dvc", "numpy")
 MODEL_ROWS = (("sft", "SFT (constrained beams)"), ("rl", "SFT + RL (GRPO)"), ("most_popular", "Most popular"),
               ("repeat_last", "Repeat last"))
 
@@ -51,30 +50,14 @@ def _read_json(path: Path) -> dict:
         raise HarnessError(f"{path}:{e.lineno}: broken JSON: {e.msg}") from None
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def metric_tables(metrics: dict) -> dict[str, tuple[list[str], list[list]]]:
     """Two tables (HR@K with legality, NDCG@K), one row per model or baseline, formatted to 4 places."""
-    ks = sorted({int(k.split("@")[1]) for k in metrics["sft"] if k.startswith("hr@")})
-    blocks = model_blocks(metrics)
+    return block_tables(model_blocks(metrics))
+
+
+def block_tables(blocks: list[tuple[str, dict]]) -> dict[str, tuple[list[str], list[list]]]:
+    """The same two tables for any (label, metrics) rows; cut-offs are the first row's."""
+    ks = sorted({int(k.split("@")[1]) for k in blocks[0][1] if k.startswith("hr@")})
     hr = (["model"] + [f"HR@{k}" for k in ks] + ["legality", "illegal"],
           [[label] + [f"{m[f'hr@{k}']:.4f}" for k in ks] + [f"{m['legality_rate']:.4f}", m["illegal_count"]]
            for label, m in blocks])
@@ -161,7 +144,7 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
         "collision_markdown": tabulate(collision_rows, headers=collision_header, tablefmt="github",
                                        disable_numparse=True),
         "audit": audit,
-        "versions": _versions(),
+        "versions": {k: v or "not installed" for k, v in packages().items()},
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}, {cpu_model()}",
     }

@@ -18,8 +18,8 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 SUBMODULE = "upstream"
-PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "dvc",
-            "great_expectations", "faiss-cpu", "numpy", "deepspeed")
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "sentence-transformers",
+            "faiss-cpu", "dvc", "great_expectations", "numpy", "deepspeed")
 
 
 def git_record(root: Path = Path(".")) -> dict:
@@ -80,15 +80,21 @@ def packages() -> dict[str, str | None]:
     return out
 
 
-def hardware() -> dict:
-    """CPU model and count, memory, and the GPUs torch sees (names and count)."""
-    cpu = platform.processor() or platform.machine()
-    mem_gib = None
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def hardware() -> dict:
+    """CPU model and count, memory, and the GPUs torch sees (names and count)."""
+    mem_gib = None
+    try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem_gib = round(int(line.split()[1]) / 2**20, 1)
@@ -102,8 +108,8 @@ def hardware() -> dict:
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     except Exception:  # noqa: BLE001 - a broken CUDA install must not hide the rest of the record
         gpus = []
-    return {"machine": platform.machine(), "cpu_model": cpu, "cpu_count": os.cpu_count(), "memory_gib": mem_gib,
-            "gpu_count": len(gpus), "gpu_names": gpus}
+    return {"machine": platform.machine(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+            "memory_gib": mem_gib, "gpu_count": len(gpus), "gpu_names": gpus}
 
 
 def provenance(root: Path = Path(".")) -> dict:
