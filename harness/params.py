@@ -62,12 +62,29 @@ class UpstreamSourceParams(_Section):
     lenient: list[LenientClass] = []
 
 
+class PreprocessParams(_Section):
+    """Arguments for upstream's data/amazon18_data_process.py (data.backend: upstream); spec §1.1."""
+
+    reviews_file: str | None = None  # raw Amazon-2018 reviews (JSON lines); required: never a guessed ../ path
+    metadata_file: str | None = None  # raw Amazon-2018 metadata (JSON lines); required
+    category: str = "Industrial_and_Scientific"
+    user_k: int = Field(5, ge=1)  # k-core for users *and* items (upstream ignores --item_k)
+    st_year: int = 2016
+    st_month: int = Field(10, ge=1, le=12)
+    ed_year: int = 2018
+    ed_month: int = Field(11, ge=1, le=12)
+    tz: str = "UTC"  # the window bounds are local time upstream: pinned here (H15)
+
+
 class DataParams(_Section):
+    # native: this package builds the dataset; upstream: the pinned amazon18_data_process.py does (raw files)
+    backend: Literal["native", "upstream"] = "native"
     source: Literal["synthetic", "upstream"] = "synthetic"
     max_history: int = Field(10, ge=1)
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     synthetic: SyntheticParams = SyntheticParams()
     upstream: UpstreamSourceParams = UpstreamSourceParams()
+    preprocess: PreprocessParams = PreprocessParams()
 
     @model_validator(mode="after")
     def _split_sums(self) -> "DataParams":
@@ -77,6 +94,13 @@ class DataParams(_Section):
 
 
 # ---------------------------------------------------------------- embed
+class UpstreamEmbedParams(_Section):
+    """Upstream-only knobs of amazon_text2emb.py (spec §1.2): mean pooling, fp16, 1024 texts per batch."""
+
+    num_processes: int = Field(1, ge=1)  # accelerate launch --num_processes (upstream: 8)
+    max_sent_len: int = Field(2048, ge=8)
+
+
 class EmbedParams(_Section):
     """Item text -> vectors. Defaults reproduce sentence-transformers' all-MiniLM-L6-v2 exactly."""
 
@@ -91,6 +115,8 @@ class EmbedParams(_Section):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     npy: str | None = None  # an existing upstream-layout matrix (row i = item i) instead of an encoder
     cache: bool = True  # reuse vectors computed before for the same model files, settings and texts
+    backend: Literal["native", "upstream"] = "native"  # upstream: rq/text2emb/amazon_text2emb.py on embed.model
+    upstream: UpstreamEmbedParams = UpstreamEmbedParams()
 
 
 # ---------------------------------------------------------------- sid
@@ -132,6 +158,11 @@ class SidParams(_Section):
     compare: list[SidMethod] = []  # also built for the report's quality table; never used downstream
     rqvae: RqvaeParams = RqvaeParams()
     rqkmeans_plus: RqkmeansPlusParams = RqkmeansPlusParams()
+    # upstream: the pinned rq/ scripts build the selected method's index (rqkmeans -> rqkmeans_faiss.py,
+    # rqkmeans-constrained -> rqkmeans_constrained.py, rqkmeans-plus -> + rqkmeans_plus.py and
+    # generate_indices_plus.py; rqvae is refused: generate_indices.py has no command line, H11/H20)
+    backend: Literal["native", "upstream"] = "native"
+    uniform: bool = False  # rqkmeans_faiss.py --uniform (Sinkhorn rebalancing per level), upstream backend only
 
 
 # ---------------------------------------------------------------- sft
@@ -189,6 +220,9 @@ class SftParams(_Section):
     num_processes: int = Field(1, ge=1)  # > 1: the stage runs under `accelerate launch` (one process per GPU)
     distributed: Literal["ddp", "zero2"] = "zero2"  # with num_processes > 1: DeepSpeed ZeRO-2 or plain DDP
     model: ModelParams = ModelParams()
+    # upstream: the pinned sft.py under torchrun (its own five-task mixture, prompts and trainer settings);
+    # seed, epochs, batch sizes, learning rate, max_length, num_processes and model.source are passed on
+    backend: Literal["native", "upstream"] = "native"
 
 
 # ---------------------------------------------------------------- rl
@@ -224,6 +258,8 @@ class RlParams(_Section):
     save_steps: int = Field(8, ge=1)  # optimiser steps between checkpoints (the resume points of a killed run)
     num_processes: int = Field(1, ge=1)  # > 1: `accelerate launch`; prompts_per_step is then per process
     distributed: Literal["ddp", "zero2"] = "zero2"  # upstream runs RL under DeepSpeed ZeRO-2
+    # upstream: the pinned rl.py under accelerate launch (beam-search groups, its own RL data mixture)
+    backend: Literal["native", "upstream"] = "native"
 
 
 # ---------------------------------------------------------------- evaluate
@@ -233,6 +269,12 @@ class EvaluateParams(_Section):
     max_rows: int | None = Field(None, ge=1)
     num_processes: int = Field(1, ge=1)  # > 1: test rows sharded across `accelerate launch` workers, then merged
     dtype: Literal["float32", "bfloat16"] = "float32"  # upstream evaluates in bf16 on GPUs
+    # native: this package's constrained decoder; upstream: the pinned evaluate.py (one process per shard) and
+    # calc.py; both: the two on the same model, side by side in the report (cross-scoring)
+    backend: Literal["native", "upstream", "both"] = "native"
+    # the native decoder's prompts: harness (prompts.py) | upstream (rendered by the pinned data.py's
+    # EvalSidDataset, with upstream's "SID + newline" answer format): how to score an upstream-trained model
+    prompts: Literal["harness", "upstream"] = "harness"
 
 
 # ---------------------------------------------------------------- report

@@ -37,8 +37,15 @@ def build_dataset(p: DataParams) -> Dataset:
     return ds
 
 
-def run_data(p: DataParams, out_dir: str | Path = "data/dataset") -> Dataset:
-    """Entry point of the ``data`` stage."""
+def run_data(p: DataParams, out_dir: str | Path = "data/dataset", allow_unpinned: bool = False) -> Dataset:
+    """Entry point of the ``data`` stage (backend upstream: the pinned preprocessing script on raw files)."""
+    if p.backend == "upstream":
+        from harness.upstream import stages
+
+        with atomic_dir(out_dir) as tmp:
+            ds = stages.data(p, tmp, allow_unpinned)
+            write_dataset(ds, tmp)
+        return ds
     ds = build_dataset(p)
     with atomic_dir(out_dir) as tmp:
         write_dataset(ds, tmp)

@@ -37,14 +37,15 @@ class SidTrie:
         return self._allowed.get(prefix, self._closed)
 
 
-def catalogue_trie(tokenizer, index: dict[int, list[str]], model_dir: object) -> SidTrie:
-    """The trie of every catalogue SID in this tokenizer's ids; a SID token it lacks is an error, never UNK."""
+def catalogue_trie(tokenizer, index: dict[int, list[str]], model_dir: object, suffix: Sequence[int] = ()) -> SidTrie:
+    """The trie of every catalogue SID in this tokenizer's ids; a SID token it lacks is an error, never UNK.
+    ``suffix``: tokens every answer ends with before EOS (upstream-trained models answer "SID" + newline)."""
     from harness.errors import HarnessError
 
     seqs = [tokenizer.convert_tokens_to_ids(index[i]) for i in sorted(index)]
     if any(t == tokenizer.unk_token_id or t is None for s in seqs for t in s):
         raise HarnessError(f"{model_dir}: the tokenizer lacks SID tokens of the index.json")
-    return SidTrie(seqs, tokenizer.eos_token_id)
+    return SidTrie([[*s, *suffix] for s in seqs], tokenizer.eos_token_id)
 
 
 class SidConstraint(LogitsProcessor):
@@ -95,13 +96,14 @@ class BeamResult:
 def constrained_beam_search(
     model,
     tokenizer,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Sequence[int]],
     trie: SidTrie,
     num_beams: int,
     batch_size: int,
     progress=None,
 ) -> list[BeamResult]:
-    """Decode ``num_beams`` ranked catalogue SIDs for every prompt (left-padded batches)."""
+    """Decode ``num_beams`` ranked catalogue SIDs for every prompt (left-padded batches). A prompt is text, or
+    token ids already rendered (e.g. by upstream's own dataset class)."""
     model.eval()
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     gc = generation_config(num_beams, trie.max_len, eos_id, pad_id)
@@ -109,7 +111,7 @@ def constrained_beam_search(
     out: list[BeamResult] = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        enc = _encode(tokenizer, chunk, pad_id).to(model.device)
         plen = enc["input_ids"].shape[1]
         res = model.generate(
             **enc,
@@ -127,3 +129,16 @@ def constrained_beam_search(
         if progress is not None:
             progress(len(chunk))
     return out
+
+
+def _encode(tokenizer, chunk: list, pad_id: int):
+    """Left-padded input ids and attention mask for text prompts or pre-tokenised ones."""
+    if chunk and not isinstance(chunk[0], str):
+        from transformers import BatchEncoding
+
+        width = max(len(ids) for ids in chunk)
+        ids = [[pad_id] * (width - len(x)) + list(x) for x in chunk]
+        mask = [[0] * (width - len(x)) + [1] * len(x) for x in chunk]
+        return BatchEncoding({"input_ids": torch.tensor(ids, dtype=torch.long),
+                              "attention_mask": torch.tensor(mask, dtype=torch.long)})
+    return tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)

@@ -24,6 +24,7 @@ from harness.sid.tokens import catalogue_sids, history_sids, sid_string
 
 MODELS = ("sft", "rl")
 SCORES = "scores.json"
+UPSTREAM = "upstream"  # backend both: upstream's evaluation of the same model, beside the native one
 PREDICTIONS = "predictions.json"
 
 
@@ -65,15 +66,13 @@ class ScoredRows:
 
 def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/dataset",
                  sid_dir: str | Path = "data/sid", model_dir: str | Path | None = None,
-                 out_dir: str | Path | None = None) -> dict | None:
+                 out_dir: str | Path | None = None, allow_unpinned: bool = False) -> dict | None:
     """Entry point of ``evaluate@<model>``: ``reports/eval/<model>/`` gets ``scores.json`` and, when the model
     exists, upstream-format ``predictions.json``. ``models/rl`` without a model (``rl.enabled: false``) is
-    recorded as not scored. Returns None on the non-zero ranks of a launched run."""
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
+    recorded as not scored. Returns None on the non-zero ranks of a launched run.
 
-    from harness.decode.constrained import catalogue_trie, constrained_beam_search, generation_config
-
+    ``evaluate.backend``: native (this package's decoder), upstream (the pinned evaluate.py + calc.py), or
+    both: native in the folder itself and upstream's run in ``upstream/`` beside it (cross-scoring)."""
     model_dir = Path(model_dir or f"models/{model}")
     out_dir = Path(out_dir or f"reports/eval/{model}")
     t = ScoredRows(p, Path(dataset_dir), Path(sid_dir))
@@ -82,16 +81,48 @@ def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/
             write_json(tmp / SCORES, {"model": model, "scored": False, "reason": f"{model_dir} holds no model",
                                       "metrics": None, "protocol": t.protocol})
         return {"model": model, "scored": False}
+    if p.backend == "upstream":
+        with atomic_dir(out_dir) as tmp:
+            return _upstream_scores(p, t, model, model_dir, tmp, allow_unpinned)
+    native = _native_scores(p, t, model, model_dir, allow_unpinned)
+    if native is None:  # a non-zero rank of a launched run
+        return None
+    records, scores = native
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / PREDICTIONS, records, indent=4)
+        write_json(tmp / SCORES, scores)
+        if p.backend == "both":
+            (tmp / UPSTREAM).mkdir()
+            scores["upstream"] = _upstream_scores(p, t, model, model_dir, tmp / UPSTREAM, allow_unpinned)
+    return scores
+
+
+def _native_scores(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path,
+                   allow_unpinned: bool) -> tuple[list[dict], dict] | None:
+    """The native constrained decoder over this process's rows; rank 0 gets the merged records and scores."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from harness.decode.constrained import catalogue_trie, constrained_beam_search, generation_config
 
     state = PartialState(cpu=not torch.cuda.is_available())
     lm, tokenizer = load_model(model_dir, state.device, getattr(torch, p.dtype))
-    trie = catalogue_trie(tokenizer, t.index, model_dir)
+    prompts: list = t.prompts
+    if p.prompts == "upstream":  # upstream's own prompt ids, and its answer format "SID\n" + EOS
+        from harness.upstream import stages
+
+        prompts, _ = stages.export_prompts(t, model_dir, allow_unpinned)
+        trie = catalogue_trie(tokenizer, t.index, model_dir, tokenizer("\n", add_special_tokens=False).input_ids)
+        as_text = lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
+    else:
+        trie = catalogue_trie(tokenizer, t.index, model_dir)
+        as_text = lambda ids: "".join(tokenizer.convert_ids_to_tokens(ids))  # noqa: E731
     mine = list(range(state.process_index, len(t.rows), state.num_processes))  # this process's shard
     with progress(disable=not state.is_main_process) as bar:
         task = bar.add_task(f"{model}: constrained beam search ({t.num_beams} beams)", total=len(mine))
-        beams = constrained_beam_search(lm, tokenizer, [t.prompts[i] for i in mine], trie, t.num_beams,
+        beams = constrained_beam_search(lm, tokenizer, [prompts[i] for i in mine], trie, t.num_beams,
                                         p.batch_size, progress=lambda n: bar.advance(task, n))
-    shard = [(i, ["".join(tokenizer.convert_ids_to_tokens(b)) for b in res.sequences]) for i, res in zip(mine, beams)]
+    shard = [(i, [as_text(b) for b in res.sequences]) for i, res in zip(mine, beams)]
     merged = dict(gather_object(shard))
     if not state.is_main_process:
         return None
@@ -99,15 +130,31 @@ def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/
         raise HarnessError(f"evaluate {model}: the {state.num_processes} shards merged into {len(merged)} rows, "
                            f"not the {len(t.rows)} test rows")
     records = t.records([merged[i] for i in range(len(t.rows))])
+    if p.prompts == "upstream":
+        records = [{**r, "input": tokenizer.decode(prompts[i])} for i, r in enumerate(records)]
     gc = generation_config(t.num_beams, trie.max_len, tokenizer.eos_token_id, tokenizer.pad_token_id).to_dict()
     generation = {k: gc.get(k) for k in ("num_beams", "num_return_sequences", "do_sample", "temperature", "top_k",
                                           "top_p", "repetition_penalty", "length_penalty", "max_new_tokens")}
-    scores = {"model": model, "scored": True, "metrics": score_records(records, t.info_sids, t.ks),
+    scores = {"model": model, "scored": True, "evaluator": "native", "metrics": score_records(records, t.info_sids, t.ks),
               "protocol": {**t.protocol, "generation": generation, "processes": state.num_processes,
-                           "dtype": p.dtype}}
-    with atomic_dir(out_dir) as tmp:
-        write_json(tmp / PREDICTIONS, records, indent=4)
-        write_json(tmp / SCORES, scores)
+                           "dtype": p.dtype, "prompts": p.prompts}}
+    del lm  # the upstream run of backend both loads the model again, in its own processes
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return records, scores
+
+
+def _upstream_scores(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path, out: Path,
+                     allow_unpinned: bool) -> dict:
+    """The pinned evaluate.py + calc.py on the same rows; writes predictions.json, scores.json and the logs."""
+    from harness.upstream import stages
+
+    u = stages.evaluate(p, t, model_dir, out, allow_unpinned)
+    scores = {"model": model, "scored": True, "evaluator": "upstream", "metrics": u["metrics"],
+              "upstream_commit": u["upstream_commit"],
+              "protocol": {**t.protocol, "generation": u["generation"], "processes": u["processes"],
+                           "dtype": u["dtype"], "prompts": "upstream"}}
+    write_json(out / SCORES, scores)
     return scores
 
 
@@ -119,20 +166,34 @@ def run_metrics(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid
 
     t = ScoredRows(p, Path(dataset_dir), Path(sid_dir))
     scored: dict[str, dict | None] = {}
+    cross: dict[str, dict] = {}
+    evaluators: dict[str, dict] = {}
     generation = None
-    for model in MODELS:
-        path = Path(eval_dir) / model / SCORES
+
+    def read_scores(path: Path) -> dict:
         try:
             s = json.loads(read_utf8(path))
-            metrics, protocol = s["metrics"], s["protocol"]
+            s["metrics"], protocol = s["metrics"], s["protocol"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise HarnessError(f"{path}: not an evaluate scores file ({e.__class__.__name__}: {e})") from None
         mismatch = {k: (protocol.get(k), v) for k, v in t.protocol.items() if protocol.get(k) != v}
         if mismatch:
             raise HarnessError(f"{path}: scored under another protocol than evaluate's params and data "
                                f"({', '.join(f'{k}: {a} vs {b}' for k, (a, b) in mismatch.items())}); run `dvc repro`")
-        scored[model] = metrics
-        generation = generation or protocol.get("generation")
+        return s
+
+    for model in MODELS:
+        s = read_scores(Path(eval_dir) / model / SCORES)
+        scored[model] = s["metrics"]
+        generation = generation or s["protocol"].get("generation")
+        if s["metrics"] is not None:
+            evaluators[model] = {"evaluator": s.get("evaluator", "native"), "upstream_commit": s.get("upstream_commit"),
+                                 "prompts": s["protocol"].get("prompts", "harness")}
+        upstream_path = Path(eval_dir) / model / UPSTREAM / SCORES
+        if upstream_path.is_file():  # evaluate.backend both: the pinned evaluate.py on the same model
+            u = read_scores(upstream_path)
+            cross[model] = {"metrics": u["metrics"], "upstream_commit": u.get("upstream_commit"),
+                            "generation": u["protocol"].get("generation")}
     if scored["sft"] is None:
         raise HarnessError(f"{Path(eval_dir) / 'sft' / SCORES}: the SFT model was not scored")
     popular = most_popular(t.dataset.split("train"), t.index, t.num_beams)
@@ -143,6 +204,9 @@ def run_metrics(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid
             "repeat_last": score_records(t.records([repeat_last(r, t.index) for r in t.rows]), t.info_sids, t.ks),
         },
         "protocol": {**t.protocol, "generation": generation},
+        "evaluated_by": evaluators,
     }
+    if cross:
+        metrics["upstream_evaluate"] = cross
     write_json(metrics_path, metrics)
     return metrics

@@ -24,12 +24,25 @@ MODEL_ROWS = (("sft", "SFT (constrained beams)"), ("rl", "SFT + RL (GRPO)"), ("m
 
 
 def model_blocks(metrics: dict) -> list[tuple[str, dict]]:
-    """(label, metrics) per model and baseline; the RL row only when the pipeline ran RL."""
+    """(label, metrics) per model and baseline; the RL row only when the pipeline ran RL. A model scored by
+    upstream's evaluate.py says so and names the commit; with evaluate.backend both, upstream's scores of the
+    same model follow as their own rows (cross-scoring)."""
     out = []
+    by = metrics.get("evaluated_by", {})
+    cross = metrics.get("upstream_evaluate", {})
     for key, label in MODEL_ROWS:
         block = metrics.get(key) if key in ("sft", "rl") else metrics["baselines"][key]
-        if block is not None:
-            out.append((label, block))
+        if block is None:
+            continue
+        who = by.get(key, {})
+        if who.get("evaluator") == "upstream":
+            label += f", upstream evaluate.py @ {str(who.get('upstream_commit'))[:12]}"
+        elif who.get("prompts") == "upstream":
+            label += ", native decoder on upstream's prompts"
+        out.append((label, block))
+        if key in cross:
+            out.append((label.split(",")[0] + f", upstream evaluate.py @ {str(cross[key]['upstream_commit'])[:12]}",
+                        cross[key]["metrics"]))
     return out
 
 
@@ -117,8 +130,28 @@ def sid_table(sid_summary: dict) -> tuple[list[str], list[list[str]]]:
     return ["SID index"] + [label for _, label in SID_COLUMNS], rows
 
 
+def backend_rows(data: dict, embedding: dict, sid: dict, training: dict, rl_training: dict,
+                 metrics: dict) -> list[list[str]]:
+    """Which code produced each artifact: this package (native) or the upstream scripts at a named commit."""
+    def row(stage: str, commit: str | None, native_note: str = "") -> list[str]:
+        return [stage, f"upstream @ {commit}" if commit else "native" + native_note]
+
+    rows = [row("data", (data.get("upstream") or {}).get("upstream_commit")),
+            row("embed", (embedding.get("upstream") or {}).get("upstream_commit")),
+            row("sid", sid.get("upstream_commit")),
+            row("sft", training.get("upstream_commit"))]
+    if rl_training.get("enabled"):
+        rows.append(row("rl", rl_training.get("upstream_commit")))
+    for model, who in metrics.get("evaluated_by", {}).items():
+        note = ", on upstream's prompts" if who.get("prompts") == "upstream" else ""
+        rows.append(row(f"evaluate@{model}", who.get("upstream_commit"), note))
+    for model, cross in metrics.get("upstream_evaluate", {}).items():
+        rows.append(row(f"evaluate@{model} (cross-score)", cross.get("upstream_commit")))
+    return rows
+
+
 def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summary: dict, training: dict,
-                  audit: dict, embedding: dict, rl_training: dict) -> dict:
+                  audit: dict, embedding: dict, rl_training: dict, upstream_pinned: str | None = None) -> dict:
     tables = metric_tables(metrics)
     collision_header, collision_rows = collision_table(metrics)
     sid_header, sid_rows = sid_table(sid_summary)
@@ -144,10 +177,22 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
         "collision_markdown": tabulate(collision_rows, headers=collision_header, tablefmt="github",
                                        disable_numparse=True),
         "audit": audit,
+        "upstream_pinned": upstream_pinned or "none (no upstream/ gitlink in this checkout)",
+        "backends": backend_rows(data_summary, embedding, sid_summary, training, rl_training, metrics),
         "versions": {k: v or "not installed" for k, v in packages().items()},
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}, {cpu_model()}",
     }
+
+
+def _upstream_pin() -> str | None:
+    """The pinned upstream commit (the gitlink; the same in every clone of a harness commit), or None."""
+    from harness.upstream.provenance import git_record
+
+    try:
+        return git_record()["upstream_pinned"]
+    except HarnessError:
+        return None
 
 
 def run_report(p: ReportParams, metrics_path: str | Path = "reports/metrics.json",
@@ -165,6 +210,7 @@ def run_report(p: ReportParams, metrics_path: str | Path = "reports/metrics.json
          "data": _read_json(Path(audit_dir) / "data.json")},
         _read_json(Path(embed_dir) / "meta.json"),
         _read_json(Path(rl_dir) / "training_log.json"),
+        _upstream_pin(),
     )
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
                       autoescape=lambda name: bool(name) and name.endswith(".html.j2"),

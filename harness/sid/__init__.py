@@ -66,7 +66,7 @@ def load_embeddings(embed_dir: Path, n_items: int) -> np.ndarray:
 
 
 def run_sid(p: SidParams, dataset_dir: str | Path = "data/dataset", embed_dir: str | Path = "data/embed",
-            out_dir: str | Path = "data/sid") -> dict:
+            out_dir: str | Path = "data/sid", allow_unpinned: bool = False) -> dict:
     """Entry point of the ``sid`` stage."""
     ds: Dataset = read_dataset(Path(dataset_dir))
     if p.method == "shipped" and ds.sid_index is None:
@@ -75,10 +75,15 @@ def run_sid(p: SidParams, dataset_dir: str | Path = "data/dataset", embed_dir: s
     built = [m for m in methods if m != "shipped"]
     emb = load_embeddings(Path(embed_dir), len(ds.items)) if built else None
     with atomic_dir(out_dir) as tmp:
-        comparison, chosen = [], None
+        comparison, chosen, upstream_run = [], None, None
         for method in methods:
             if method == "shipped":
                 index, sizes = dict(ds.sid_index), None
+            elif method == p.method and p.backend == "upstream":  # the other methods are still built here
+                from harness.upstream import stages
+
+                index, upstream_run = stages.sid(p, emb, ds.name, len(ds.items), tmp, allow_unpinned)
+                sizes = None
             else:
                 codes = build_codes(emb, method, p, tmp / "checkpoints")
                 index = {it.id: codes_to_tokens(codes[it.id]) for it in ds.items}
@@ -89,7 +94,9 @@ def run_sid(p: SidParams, dataset_dir: str | Path = "data/dataset", embed_dir: s
         if ds.sid_index is not None and "shipped" not in methods:
             comparison.append({"method": "shipped", "selected": False, **sid_quality(ds.sid_index, ds.items)})
         index, sizes = chosen
-        summary = {"method": p.method, **comparison[0], "comparison": comparison}
+        summary = {"method": p.method, "backend": p.backend, **comparison[0], "comparison": comparison}
+        if upstream_run is not None:
+            summary["upstream_commit"] = upstream_run["upstream_commit"]
         if p.method != "shipped":
             summary.update({"levels": p.levels, "codebook_size": p.codebook_size, "codebook_size_per_level": sizes})
         write_index_json(tmp / "index.json", index)

@@ -84,7 +84,8 @@ def make_rollout(tokenizer, trie, g: int):
 
 
 def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-           sft_dir: str | Path = "models/sft", out_dir: str | Path = "models/rl") -> dict | None:
+           sft_dir: str | Path = "models/sft", out_dir: str | Path = "models/rl",
+           allow_unpinned: bool = False) -> dict | None:
     """Entry point of the ``rl`` stage: GRPO from the SFT model into an HF model folder."""
     from transformers import PrinterCallback, set_seed
     from trl import GRPOConfig, GRPOTrainer
@@ -101,6 +102,12 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         with atomic_dir(out_dir) as tmp:
             write_json(tmp / TRAINING_LOG, {"enabled": False})
         return {"enabled": False}
+    if p.backend == "upstream":
+        from harness.upstream import stages
+
+        with atomic_dir(out_dir) as tmp:
+            return stages.rl(p, read_dataset(Path(dataset_dir)).name, Path(sid_dir), Path(sft_dir), tmp,
+                             allow_unpinned)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
     ds = read_dataset(Path(dataset_dir))
     index = read_index_json(Path(sid_dir) / "index.json", len(ds.items))

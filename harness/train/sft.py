@@ -72,8 +72,14 @@ def tokenizer_corpus(ds: Dataset) -> list[str]:
 
 
 def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-            out_dir: str | Path = "models/sft") -> dict | None:
+            out_dir: str | Path = "models/sft", allow_unpinned: bool = False) -> dict | None:
     """Entry point of the ``sft`` stage: writes an HF model folder with its tokenizer and training log."""
+    if p.backend == "upstream":
+        from harness.upstream import stages
+
+        name = read_dataset(Path(dataset_dir)).name
+        with atomic_dir(out_dir) as tmp:
+            return stages.sft(p, name, Path(sid_dir), tmp, allow_unpinned)
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
