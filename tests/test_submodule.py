@@ -50,8 +50,11 @@ def test_dvc_experiment_leaves_git_usable_and_submodule_initialisable(tmp_path):
     git(proj, "init", "-q")
     (proj / ".gitmodules").write_text(f'[submodule "upstream"]\n\tpath = upstream\n\turl = {remote}\n')
     (proj / "params.yaml").write_text("a: 1\n")
-    (proj / "dvc.yaml").write_text("stages:\n  echo:\n    cmd: cp params.yaml out.txt\n"
-                                   "    params: [a]\n    outs: [out.txt]\n")
+    probe = tmp_path / "probe.log"  # what harness.upstream.runner sees from inside each experiment
+    (proj / "dvc.yaml").write_text(
+        "stages:\n  echo:\n    cmd: cp params.yaml out.txt\n    params: [a]\n    outs: [out.txt]\n"
+        f"  probe:\n    cmd: {sys.executable} -c \"from harness.upstream.runner import in_temp_executor as t; "
+        f"open('{probe}', 'a').write(str(t()) + chr(10))\"\n    params: [a]\n")
     run(proj, "dvc", "init", "-q")
     git(proj, "add", ".gitmodules", "params.yaml", "dvc.yaml", ".dvc")
     git(proj, "update-index", "--add", "--cacheinfo", f"160000,{pinned},upstream")
@@ -71,3 +74,13 @@ def test_dvc_experiment_leaves_git_usable_and_submodule_initialisable(tmp_path):
     run(proj, "make", "-s", "-f", str(REPO / "Makefile"), "upstream")
     assert (proj / "upstream" / "README").read_text() == "upstream\n"
     assert git(proj, "submodule", "status").stdout.startswith(" " + pinned)
+
+    # with the submodule checked out, workspace experiments keep it as it is and git usable
+    git(proj, "checkout", "-q", "--", "params.yaml")
+    run(proj, "dvc", "exp", "run", "-S", "a=3")
+    assert git(proj, "submodule", "status").stdout.startswith(" " + pinned)
+    assert (proj / "upstream" / "README").read_text() == "upstream\n"
+    assert "upstream" not in git(proj, "status", "--porcelain").stdout
+    # a --temp experiment runs in a copy without it: the upstream backend's check sees that copy
+    run(proj, "dvc", "exp", "run", "--temp", "-S", "a=4")
+    assert probe.read_text().split() == ["False", "False", "True"]
