@@ -137,18 +137,23 @@ def _tiny_model(work: Path) -> Path:
     return work / "base"
 
 
-def test_upstream_sft_rl_and_cross_scored_evaluation_on_the_fake(checkout):
+def test_upstream_sft_rl_and_cross_scored_evaluation_on_the_fake(checkout, monkeypatch):
     from harness.evaluate import run_evaluate, run_metrics
     from harness.report import model_blocks
     from harness.train.rl import run_rl
     from harness.train.sft import run_sft
 
     base = _tiny_model(checkout)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com")  # upstream's rl.sh sets it; nothing may download
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # as inside a launched harness worker
     log = run_sft(SftParams(backend="upstream", batch_size=4, num_processes=1,
                             model={"source": str(base)}))
     sft = checkout / "models/sft"
     assert log["backend"] == "upstream" and log["global_steps"] == 2 and log["best_eval_loss"] == 1.5
     assert not (sft / "training_args.bin").exists() and (sft / "model.safetensors").is_file()
+    seen = (sft / "upstream_logs/sft.log").read_text()
+    assert "'HF_ENDPOINT': None, 'ACCELERATE_MIXED_PRECISION': None, 'WANDB_MODE': 'disabled', " \
+           "'NCCL_IB_DISABLE': '1'" in seen
     run = json.loads((sft / "upstream_run.json").read_text())
     pin = git(checkout, "rev-parse", "HEAD:upstream").stdout.strip()
     assert run["upstream_commit"] == pin and run["upstream_matches_pin"] and run["exit_codes"] == [0]

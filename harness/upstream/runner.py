@@ -26,6 +26,9 @@ UPSTREAM_VENV = Path(".venv-upstream")
 ALLOW_UNPINNED_ENV = "MINIONEREC_ALLOW_UNPINNED"
 PYTHON_ENV = "MINIONEREC_UPSTREAM_PYTHON"  # another interpreter for upstream's scripts (tests, conda users)
 RUN_RECORD = "upstream_run.json"
+# A launched harness worker's rendezvous: upstream's processes start their own, never join ours.
+DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                   "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
 
 @dataclass
@@ -111,6 +114,9 @@ def run_parallel(cmds: Sequence[Command], logs: Sequence[Path], root: Path = Pat
     env0 = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1"}
     env0.pop("HF_ENDPOINT", None)  # upstream's rl.sh points it at a mirror; nothing is downloaded here
+    for key in DISTRIBUTED_ENV:  # set when the harness stage itself runs under accelerate launch
+        env0.pop(key, None)
+    env0 = {k: v for k, v in env0.items() if not k.startswith("ACCELERATE_")}
     procs = []
     handles = []
     started = time.time()
