@@ -268,6 +268,48 @@ def report(params: Path = ParamsOpt) -> None:
 
 
 @app.command()
+def recommend(
+    model: Path = typer.Option(Path("models/sft"), "--model", help="model dir (models/sft, models/rl, ...)"),
+    history: str = typer.Option(..., "--history", help="'title or SID; title or SID; ...', oldest first"),
+    k: int = typer.Option(10, "-k", "--k", help="how many recommendations"),
+    dataset: Path = typer.Option(Path("data/dataset"), "--dataset", help="canonical dataset (titles)"),
+    sids: Path = typer.Option(Path("data/sid"), "--sids", help="folder with the index.json the model was trained on"),
+) -> None:
+    """Top-K next items for a history: SIDs, titles (all items sharing a SID) and beam scores."""
+    from tabulate import tabulate
+
+    from harness.demo import Recommender
+
+    def go():
+        rec = Recommender(model, dataset, sids)
+        return rec.recommend(rec.parse_history(history), k)
+
+    rows = _run(go)
+    print(tabulate([[r["rank"], r["sid"], " / ".join(r["titles"]), f"{r['score']:.3f}"] for r in rows],
+                   headers=["#", "SID", "title(s)", "score (log-prob)"], disable_numparse=True))
+
+
+@app.command()
+def demo(
+    model: Path = typer.Option(Path("models/sft"), "--model", help="model dir"),
+    host: str = typer.Option("127.0.0.1", "--host", help="loopback only: 127.0.0.1, localhost or ::1"),
+    port: int = typer.Option(8000, "--port"),
+    k: int = typer.Option(10, "-k", "--k", help="default number of recommendations"),
+) -> None:
+    """A local web page: type a history, see the Top-K with titles (Ctrl-C stops it)."""
+    from harness.demo import Recommender, serve
+
+    server = _run(lambda: serve(Recommender(model), host, port, k))
+    out.print(f"demo: http://{host}:{server.server_address[1]}/ (model {model}); Ctrl-C to stop", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command()
 def provenance(as_json: bool = typer.Option(False, "--json", help="print the record as JSON")) -> None:
     """Upstream pin vs checkout, the harness commit, dirty states, package versions, Python and hardware."""
     from harness.io import dumps_json

@@ -275,11 +275,20 @@ class EvaluateParams(_Section):
     # the native decoder's prompts: harness (prompts.py) | upstream (rendered by the pinned data.py's
     # EvalSidDataset, with upstream's "SID + newline" answer format): how to score an upstream-trained model
     prompts: Literal["harness", "upstream"] = "harness"
+    # the first N test rows are also decoded *without* the constraint (None: every row; 0: skip), for the
+    # report's constrained-vs-unconstrained comparison (legality, illegal count, HR/NDCG on the same rows)
+    unconstrained_rows: int | None = Field(300, ge=0)
 
 
 # ---------------------------------------------------------------- report
 class ReportParams(_Section):
     title: str = "MiniOneRec reproduction report"
+    targets: str = "paper_targets.yaml"  # the paper's figures and the independent reproductions
+    tolerance: float = Field(0.01, ge=0)  # |reproduced - paper| within which a metric counts as reproduced
+    significance_k: int = Field(10, ge=1)  # cut-off of the paired SFT vs SFT+RL test
+    bootstrap_samples: int = Field(2000, ge=100)
+    seed: int = 0  # of the paired bootstrap
+    experiments: bool = True  # list `dvc exp show` experiments and aggregate runs that differ only in seeds
 
 
 SECTIONS: dict[str, type[_Section]] = {

@@ -40,6 +40,7 @@ def project(tmp_path_factory) -> Path:
     for name in ("harness", "report_templates", "checks", "configs"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copy(REPO / "paper_targets.yaml", root)
     params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(root, "git", "init", "-q")
@@ -105,6 +106,51 @@ def test_report_shows_model_baseline_and_audit(reproduced):
         for method in ("rqkmeans (used)", "rqkmeans-constrained", "rqvae", "rqkmeans-plus", "shipped"):
             assert method in text, method
         assert "NMI level-1 vs category" in text
+
+
+def test_report_sections_plots_and_decoding_comparison(reproduced):
+    md = (reproduced / "reports/report.md").read_text()
+    for section in ("## Reproduced vs paper", "no figures for 'synthetic'", "## Examples", "## SFT vs SFT + RL",
+                    "sign test p", "## Constrained vs unconstrained decoding", "## Experiments", "## Provenance",
+                    "`dvc.lock`", "sft.seed=0"):
+        assert section in md, section
+    m = json.loads((reproduced / "reports/metrics.json").read_text())
+    d = m["decoding"]["sft"]
+    assert d["rows"] == 60 and d["constrained"]["legality_rate"] == 1.0
+    assert d["constrained"]["hr@10"] == pytest.approx(
+        json.loads((reproduced / "reports/eval/sft/unconstrained.json").read_text())["constrained"]["hr@10"])
+    assert m["evaluated_by"]["sft"] == {"evaluator": "native", "upstream_commit": None, "prompts": "harness"}
+    for png in ("hr_at_k", "ndcg_at_k", "sid_codes_per_level", "sft_loss", "rl_reward"):
+        data = (reproduced / f"reports/plots/{png}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and f"plots/{png}.png" in md
+    shown = json.loads(sh(reproduced, "dvc", "plots", "show", "--json"))["data"]
+    assert {"HR@K", "NDCG@K", "SFT loss", "RL reward", "reports/plots/hr_at_k.png"} <= set(shown), set(shown)
+    assert not any(p.get("errors") for plot in shown.values() for p in (plot if isinstance(plot, list) else []))
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_hostile_title_is_text_in_both_reports_and_runs_no_script_in_a_browser(reproduced, tmp_path):
+    work = tmp_path / "hostile"
+    shutil.copytree(reproduced, work, ignore=shutil.ignore_patterns(".dvc", ".git"))
+    items = work / "data/dataset/items.jsonl"
+    rows = [json.loads(line) for line in items.read_text().splitlines()]
+    test_row = next(json.loads(line) for line in (work / "data/dataset/interactions.jsonl").read_text().splitlines()
+                    if json.loads(line)["split"] == "test")
+    rows[test_row["target"]]["title"] = "<script>document.title='pwned'</script>Evil"
+    items.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (work / "params.yaml").write_text((work / "params.yaml").read_text().replace("experiments: true",
+                                                                                 "experiments: false"))
+    sh(work, "harness", "report")
+    html, md = (work / "reports/report.html").read_text(), (work / "reports/report.md").read_text()
+    assert "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;Evil" in html and "<script>" not in html
+    assert "\\<script\\>document.title='pwned'\\</script\\>Evil" in md
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium not installed (Debian package chromium)")
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          (work / "reports/report.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert "<title>MiniOneRec reproduction report</title>" in dom and "pwned</title>" not in dom
 
 
 def test_pipeline_audit_agrees_with_the_sid_stage(reproduced):
@@ -227,3 +273,8 @@ def test_profile_run_selects_a_profile_and_records_the_experiment(reproduced):
     shown = json.loads(sh(reproduced, "dvc", "exp", "show", "--json"))
     names = [e.get("name") for entry in shown for ex in (entry.get("experiments") or []) for e in ex["revs"]]
     assert "rule-reward" in names
+    # the report lists the experiments (refreshed on demand: experiments are git refs, not stage inputs)
+    sh(reproduced, "git", "checkout", "--", "params.yaml")  # the workspace back at the committed params
+    sh(reproduced, "dvc", "repro", "-f", "-s", "report")
+    md = (reproduced / "reports/report.md").read_text()
+    assert "| rule-reward" in md and "rl.reward=rule" in md

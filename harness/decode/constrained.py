@@ -97,16 +97,18 @@ def constrained_beam_search(
     model,
     tokenizer,
     prompts: Sequence[str] | Sequence[Sequence[int]],
-    trie: SidTrie,
+    trie: SidTrie | None,
     num_beams: int,
     batch_size: int,
     progress=None,
+    max_new_tokens: int | None = None,
 ) -> list[BeamResult]:
     """Decode ``num_beams`` ranked catalogue SIDs for every prompt (left-padded batches). A prompt is text, or
-    token ids already rendered (e.g. by upstream's own dataset class)."""
+    token ids already rendered (e.g. by upstream's own dataset class). ``trie=None`` decodes *without* the
+    constraint (for the constrained-vs-unconstrained comparison), ``max_new_tokens`` tokens at most."""
     model.eval()
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    gc = generation_config(num_beams, trie.max_len, eos_id, pad_id)
+    gc = generation_config(num_beams, max_new_tokens or trie.max_len, eos_id, pad_id)
     tokenizer.padding_side = "left"
     out: list[BeamResult] = []
     for start in range(0, len(prompts), batch_size):
@@ -116,7 +118,7 @@ def constrained_beam_search(
         res = model.generate(
             **enc,
             generation_config=gc,
-            logits_processor=LogitsProcessorList([SidConstraint(trie, plen)]),
+            logits_processor=LogitsProcessorList([SidConstraint(trie, plen)] if trie is not None else []),
         )
         seqs = res.sequences[:, plen:].tolist()
         scores = res.sequences_scores.tolist()

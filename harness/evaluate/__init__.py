@@ -24,6 +24,7 @@ from harness.sid.tokens import catalogue_sids, history_sids, sid_string
 
 MODELS = ("sft", "rl")
 SCORES = "scores.json"
+UNCONSTRAINED = "unconstrained.json"  # the same rows decoded without the constraint (evaluate.unconstrained_rows)
 UPSTREAM = "upstream"  # backend both: upstream's evaluation of the same model, beside the native one
 PREDICTIONS = "predictions.json"
 
@@ -87,10 +88,12 @@ def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/
     native = _native_scores(p, t, model, model_dir, allow_unpinned)
     if native is None:  # a non-zero rank of a launched run
         return None
-    records, scores = native
+    records, scores, free = native
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / PREDICTIONS, records, indent=4)
         write_json(tmp / SCORES, scores)
+        if free is not None:
+            write_json(tmp / UNCONSTRAINED, free)
         if p.backend == "both":
             (tmp / UPSTREAM).mkdir()
             scores["upstream"] = _upstream_scores(p, t, model, model_dir, tmp / UPSTREAM, allow_unpinned)
@@ -98,8 +101,9 @@ def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/
 
 
 def _native_scores(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path,
-                   allow_unpinned: bool) -> tuple[list[dict], dict] | None:
-    """The native constrained decoder over this process's rows; rank 0 gets the merged records and scores."""
+                   allow_unpinned: bool) -> tuple[list[dict], dict, dict | None] | None:
+    """The native constrained decoder over this process's rows; rank 0 gets the merged records and scores,
+    and the constrained-vs-unconstrained comparison on the first ``unconstrained_rows`` rows."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
@@ -138,10 +142,33 @@ def _native_scores(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path
     scores = {"model": model, "scored": True, "evaluator": "native", "metrics": score_records(records, t.info_sids, t.ks),
               "protocol": {**t.protocol, "generation": generation, "processes": state.num_processes,
                            "dtype": p.dtype, "prompts": p.prompts}}
+    free = _unconstrained(p, t, lm, tokenizer, prompts, records, trie.max_len, as_text)
     del lm  # the upstream run of backend both loads the model again, in its own processes
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return records, scores
+    return records, scores, free
+
+
+def _unconstrained(p: EvaluateParams, t: ScoredRows, lm, tokenizer, prompts: list, records: list[dict],
+                   max_new_tokens: int, as_text) -> dict | None:
+    """The same beams without the constraint on the first rows: what the constraint buys (legality, H2) and
+    costs, set against the constrained scores of exactly those rows."""
+    from harness.decode.constrained import constrained_beam_search
+
+    n = len(t.rows) if p.unconstrained_rows is None else min(p.unconstrained_rows, len(t.rows))
+    if n == 0:
+        return None
+    with progress() as bar:
+        task = bar.add_task(f"unconstrained beam search ({t.num_beams} beams, {n} rows)", total=n)
+        beams = constrained_beam_search(lm, tokenizer, prompts[:n], None, t.num_beams, p.batch_size,
+                                        progress=lambda k: bar.advance(task, k), max_new_tokens=max_new_tokens)
+    free = t.records([[as_text(b) for b in res.sequences] for res in beams])
+    catalogue = set(t.info_sids)
+    illegal = sorted({b for r in free for b in r["predict"] if b not in catalogue})
+    return {"rows": n, "num_beams": t.num_beams, "max_new_tokens": max_new_tokens,
+            "constrained": score_records(records[:n], t.info_sids, t.ks),
+            "unconstrained": score_records(free, t.info_sids, t.ks),
+            "illegal_examples": illegal[:10]}
 
 
 def _upstream_scores(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path, out: Path,
@@ -167,6 +194,7 @@ def run_metrics(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid
     t = ScoredRows(p, Path(dataset_dir), Path(sid_dir))
     scored: dict[str, dict | None] = {}
     cross: dict[str, dict] = {}
+    decoding: dict[str, dict] = {}
     evaluators: dict[str, dict] = {}
     generation = None
 
@@ -189,6 +217,9 @@ def run_metrics(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid
         if s["metrics"] is not None:
             evaluators[model] = {"evaluator": s.get("evaluator", "native"), "upstream_commit": s.get("upstream_commit"),
                                  "prompts": s["protocol"].get("prompts", "harness")}
+        free_path = Path(eval_dir) / model / UNCONSTRAINED
+        if s["metrics"] is not None and free_path.is_file():
+            decoding[model] = json.loads(read_utf8(free_path))
         upstream_path = Path(eval_dir) / model / UPSTREAM / SCORES
         if upstream_path.is_file():  # evaluate.backend both: the pinned evaluate.py on the same model
             u = read_scores(upstream_path)
@@ -208,5 +239,7 @@ def run_metrics(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid
     }
     if cross:
         metrics["upstream_evaluate"] = cross
+    if decoding:
+        metrics["decoding"] = decoding
     write_json(metrics_path, metrics)
     return metrics

@@ -54,6 +54,13 @@ def md_escape(text: object) -> str:
     return s.replace("\n", " ")
 
 
+def md_table(table: tuple[list[str], list[list]]) -> str:
+    """A (header, rows) table as GitHub Markdown, every cell escaped (cells can hold text from data)."""
+    header, rows = table
+    return tabulate([[md_escape(c) for c in r] for r in rows], headers=[md_escape(h) for h in header],
+                    tablefmt="github", disable_numparse=True)
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -79,7 +86,7 @@ def block_tables(blocks: list[tuple[str, dict]]) -> dict[str, tuple[list[str], l
     return {"Hit rate": hr, "NDCG": ndcg}
 
 
-def verdict(metrics: dict) -> str:
+def verdict(metrics: dict, extra: dict | None = None) -> str:
     sft, pop = metrics["sft"], metrics["baselines"]["most_popular"]
     k = 10 if "hr@10" in sft else max(int(x.split("@")[1]) for x in sft if x.startswith("hr@"))
     a, b = sft[f"hr@{k}"], pop[f"hr@{k}"]
@@ -89,8 +96,31 @@ def verdict(metrics: dict) -> str:
     return (f"The SFT model {outcome} the most-popular baseline on HR@{k} ({a:.4f} vs {b:.4f}, {rel}the baseline) "
             f"on {metrics['protocol']['rows']} test rows with {metrics['protocol']['num_beams']} constrained beams; "
             f"{legal:.2%} of its generated SIDs are catalogue SIDs ({sft['illegal_count']} illegal). "
-            + rl_sentence(metrics, k) +
-            "Hits are counted at SID level, so items sharing a SID count as hits for each other.")
+            + rl_sentence(metrics, k) + _significance_sentence((extra or {}).get("significance"))
+            + _paper_sentence((extra or {}).get("paper"))
+            + "Hits are counted at SID level, so items sharing a SID count as hits for each other.")
+
+
+def _significance_sentence(sig: dict | None) -> str:
+    if not sig:
+        return ""
+    verdict_word = "not significant" if sig["sign_test_p"] >= 0.05 else "significant"
+    return (f"On the same rows the SFT+RL vs SFT difference at {sig['k']} is {verdict_word} (sign test p = "
+            f"{sig['sign_test_p']:.3g}; {sig['only_b']} rows hit only after RL, {sig['only_a']} only before). ")
+
+
+def _paper_sentence(cmp: dict | None) -> str:
+    if not cmp:
+        return ""
+    if not cmp["available"]:
+        return f"No paper comparison: {cmp['reason'][0].lower()}{cmp['reason'][1:]}. "
+    r10 = next((r for r in cmp["rows"] if r["metric"] == "hr@10"), None)
+    within = "within" if cmp["within_all"] else "not within"
+    head = (f"Against the paper's {cmp['category']} figures the reproduced metrics are {within} ±{cmp['tolerance']}"
+            + (f" (HR@10 {r10['reproduced']:.4f} vs {r10['paper']:.4f}, {r10['delta_pct']:+.1f}%)"
+               if r10 and r10["reproduced"] is not None else ""))
+    diff = f"; protocol differences: {'; '.join(cmp['differences'])}" if cmp["differences"] else ""
+    return head + diff + ". "
 
 
 def rl_sentence(metrics: dict, k: int) -> str:
@@ -150,15 +180,63 @@ def backend_rows(data: dict, embedding: dict, sid: dict, training: dict, rl_trai
     return rows
 
 
+def extra_sections(p: ReportParams, metrics: dict, data_summary: dict, sid_summary: dict, training: dict,
+                   rl_training: dict, eval_dir: Path, plots_dir: Path, dataset_dir: Path, sid_dir: Path) -> dict:
+    """Paper comparison, decoding comparison, significance, experiments and seeds, plots, and the provenance
+    record: everything issue-sized that the core tables above do not cover."""
+    from harness.report import experiments, plots, tables
+    from harness.report.paper import load_targets, paper_comparison
+    from harness.report.significance import paired_test, ranks
+
+    cmp = paper_comparison(load_targets(p.targets), data_summary.get("name", ""), metrics, data_summary, training,
+                           p.tolerance)
+    sig = None
+    if metrics.get("rl") is not None:
+        a, b = (json.loads((eval_dir / m / "predictions.json").read_text(encoding="utf-8")) for m in ("sft", "rl"))
+        sig = paired_test(ranks(a), ranks(b), p.significance_k, p.bootstrap_samples, p.seed)
+    runs, exp_note = experiments.dvc_experiments() if p.experiments else ([], "report.experiments: false")
+    groups = experiments.seed_groups(runs)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    files = plots.metrics_at_k(model_blocks(metrics), plots_dir)
+    files.append(plots.codes_per_level(sid_summary["comparison"], plots_dir))
+    files += plots.training_curves(training.get("log_history", []), rl_training.get("log_history", []), plots_dir)
+    lock_table, seeds = tables.lock_record()
+    from harness.data.schema import read_dataset
+    from harness.data.upstream_format import read_index_json
+
+    ds = read_dataset(dataset_dir)
+    index = read_index_json(sid_dir / "index.json", len(ds.items))
+    sft_preds = json.loads((eval_dir / "sft" / "predictions.json").read_text(encoding="utf-8"))
+    test_rows = [r for r in ds.split("test") if r.target in index]
+    return {
+        "examples": tables.examples(sft_preds, test_rows, ds.items, index),
+        "paper": cmp,
+        "paper_table": tables.paper_table(cmp) if cmp["available"] else None,
+        "paper_methods": tables.paper_methods_table(cmp) if cmp["available"] else None,
+        "reproductions": tables.reproductions_table(cmp) if cmp["available"] else None,
+        "decoding": tables.decoding_table(metrics["decoding"]) if metrics.get("decoding") else None,
+        "significance": sig,
+        "significance_table": tables.significance_table(sig) if sig else None,
+        "experiments": experiments.experiment_rows(runs) if len(runs) > 1 else None,
+        "experiments_note": exp_note or ("no experiments yet: `dvc exp run -S key=value` adds one"
+                                         if len(runs) <= 1 else None),
+        "seed_table": tables.seed_table(groups) if groups else None,
+        "plots": [f"{plots_dir.name}/{f}" for f in files],
+        "lock_table": lock_table,
+        "seeds": seeds,
+    }
+
+
 def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summary: dict, training: dict,
-                  audit: dict, embedding: dict, rl_training: dict, upstream_pinned: str | None = None) -> dict:
+                  audit: dict, embedding: dict, rl_training: dict, upstream_pinned: str | None = None,
+                  extra: dict | None = None) -> dict:
     tables = metric_tables(metrics)
     collision_header, collision_rows = collision_table(metrics)
     sid_header, sid_rows = sid_table(sid_summary)
     curve = [h for h in training.get("log_history", []) if "loss" in h or "eval_loss" in h]
     return {
         "title": p.title,
-        "verdict": verdict(metrics),
+        "verdict": verdict(metrics, extra or {}),
         "metric_tables": tables,
         "metric_markdown": {name: tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
                             for name, (header, rows) in tables.items()},
@@ -182,7 +260,24 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
         "versions": {k: v or "not installed" for k, v in packages().items()},
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}, {cpu_model()}",
+        **(extra or {}),
     }
+
+
+def _provenance_now() -> dict:
+    """Upstream pin and checkout, the harness commit and dirty state when the report was rendered, hardware."""
+    from harness.upstream.provenance import git_record, hardware
+
+    try:
+        rec = git_record()
+    except HarnessError:
+        rec = {}
+    hw = hardware()
+    return {"upstream_checked_out": rec.get("upstream_checked_out") or "not checked out",
+            "upstream_dirty": rec.get("upstream_dirty"), "harness_commit": rec.get("harness_commit") or "unknown",
+            "harness_dirty": rec.get("harness_dirty"),
+            "gpus": f"{hw['gpu_count']} ({', '.join(hw['gpu_names'])})" if hw["gpu_count"] else "none",
+            "cpu": f"{hw['cpu_model']} × {hw['cpu_count']}, {hw['memory_gib']} GiB"}
 
 
 def _upstream_pin() -> str | None:
@@ -197,25 +292,28 @@ def _upstream_pin() -> str | None:
 
 def run_report(p: ReportParams, metrics_path: str | Path = "reports/metrics.json",
                dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-               embed_dir: str | Path = "data/embed", model_dir: str | Path = "models/sft", rl_dir: str | Path = "models/rl", audit_dir: str | Path = "reports/audit",
-               out_dir: str | Path = "reports") -> dict:
+               embed_dir: str | Path = "data/embed", model_dir: str | Path = "models/sft",
+               rl_dir: str | Path = "models/rl", audit_dir: str | Path = "reports/audit",
+               out_dir: str | Path = "reports", eval_dir: str | Path = "reports/eval") -> dict:
     """Entry point of the ``report`` stage."""
+    metrics = _read_json(Path(metrics_path))
+    data_summary = _read_json(Path(dataset_dir) / "summary.json")
+    sid_summary = _read_json(Path(sid_dir) / "summary.json")
+    training = _read_json(Path(model_dir) / "training_log.json")
+    rl_training = _read_json(Path(rl_dir) / "training_log.json")
+    extra = extra_sections(p, metrics, data_summary, sid_summary, training, rl_training, Path(eval_dir),
+                           Path(out_dir) / "plots", Path(dataset_dir), Path(sid_dir))
     ctx = build_context(
-        p,
-        _read_json(Path(metrics_path)),
-        _read_json(Path(dataset_dir) / "summary.json"),
-        _read_json(Path(sid_dir) / "summary.json"),
-        _read_json(Path(model_dir) / "training_log.json"),
+        p, metrics, data_summary, sid_summary, training,
         {"findings": _read_json(Path(audit_dir) / "findings.json"), "sid": _read_json(Path(audit_dir) / "sid.json"),
          "data": _read_json(Path(audit_dir) / "data.json")},
-        _read_json(Path(embed_dir) / "meta.json"),
-        _read_json(Path(rl_dir) / "training_log.json"),
-        _upstream_pin(),
-    )
+        _read_json(Path(embed_dir) / "meta.json"), rl_training, _upstream_pin(), extra)
+    ctx["provenance"] = _provenance_now()
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
                       autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
                       keep_trailing_newline=True)
     env.filters["md"] = md_escape
+    env.filters["mdtable"] = md_table
     out = Path(out_dir)
     md = env.get_template("report.md.j2").render(**ctx)
     page = env.get_template("report.html.j2").render(**ctx)

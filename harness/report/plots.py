@@ -1,0 +1,104 @@
+"""The report's figures: PNGs drawn with matplotlib, and the JSON series behind them, which ``dvc plots show``
+renders through the ``plots:`` section of dvc.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from harness.io import write_json  # noqa: E402
+
+PNG_META = {"Software": None}  # no version string in the files: same data, same bytes
+SERIES = ("SFT", "SFT + RL", "Most popular", "Repeat last")  # always present in the JSON (null when not run)
+
+
+def short_label(label: str) -> str:
+    """'SFT (constrained beams)' -> 'SFT'; a row scored by upstream's evaluate.py keeps that fact."""
+    short = label.split(" (")[0].split(",")[0]
+    return short + " (upstream eval)" if "upstream evaluate.py" in label else short
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata=PNG_META)
+    plt.close(fig)
+
+
+def metrics_at_k(blocks: list[tuple[str, dict]], out: Path) -> list[str]:
+    """HR@K and NDCG@K curves, one line per model and baseline; ``metrics_at_k.json`` holds one row per K."""
+    ks = sorted({int(k.split("@")[1]) for k in blocks[0][1] if k.startswith("hr@")})
+    rows = []
+    for k in ks:
+        row: dict = {"k": k, **{f"{s} {m}": None for s in SERIES for m in ("HR", "NDCG")}}
+        for label, m in blocks:
+            short = short_label(label)
+            row[f"{short} HR"] = m[f"hr@{k}"]
+            row[f"{short} NDCG"] = m[f"ndcg@{k}"]
+        rows.append(row)
+    write_json(out / "metrics_at_k.json", rows)
+    files = []
+    for metric, name in (("hr", "hr_at_k.png"), ("ndcg", "ndcg_at_k.png")):
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for label, m in blocks:
+            ax.plot(ks, [m[f"{metric}@{k}"] for k in ks], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"{metric.upper()}@K")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        _save(fig, out / name)
+        files.append(name)
+    return files
+
+
+def codes_per_level(comparison: list[dict], out: Path) -> str:
+    """Codes used per level for every SID builder (an underused first level is a finding, H9)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    width = 0.8 / max(1, len(comparison))
+    for i, row in enumerate(comparison):
+        used = row["codes_used_per_level"]
+        ax.bar([lv + i * width for lv in range(len(used))], used, width=width, label=row["method"])
+    ax.set_xlabel("SID level")
+    ax.set_ylabel("codes used")
+    levels = max(len(r["codes_used_per_level"]) for r in comparison)
+    ax.set_xticks([lv + 0.4 - width / 2 for lv in range(levels)], [str(lv + 1) for lv in range(levels)])
+    ax.legend(fontsize=7)
+    _save(fig, out / "sid_codes_per_level.png")
+    return "sid_codes_per_level.png"
+
+
+def training_curves(sft_history: list[dict], rl_history: list[dict], out: Path) -> list[str]:
+    """SFT train and valid loss by step; RL mean reward by step (when RL ran and logged rewards)."""
+    loss = [{"step": h["step"], "loss": h["loss"]} for h in sft_history if "loss" in h and "step" in h]
+    valid = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in sft_history if "eval_loss" in h]
+    reward = [{"step": h["step"], "reward": h["reward"]} for h in rl_history if "reward" in h and "step" in h]
+    write_json(out / "sft_loss.json", loss)
+    write_json(out / "sft_valid_loss.json", valid)
+    write_json(out / "rl_reward.json", reward)
+    files = []
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot([r["step"] for r in loss], [r["loss"] for r in loss], label="train loss")
+    if valid:
+        ax.plot([r["step"] for r in valid], [r["eval_loss"] for r in valid], marker="o", label="valid loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, out / "sft_loss.png")
+    files.append("sft_loss.png")
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    if reward:
+        ax.plot([r["step"] for r in reward], [r["reward"] for r in reward])
+    else:  # the file always exists, so dvc.yaml can declare it
+        ax.text(0.5, 0.5, "RL not run (rl.enabled: false)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("mean reward")
+    ax.grid(alpha=0.3)
+    _save(fig, out / "rl_reward.png")
+    files.append("rl_reward.png")
+    return files

@@ -1,0 +1,133 @@
+"""The report's newer tables as (header, rows) of strings, so both templates render the same cells:
+paper comparison, decoding comparison, significance, experiments and seeds, and the provenance of the run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def _f(v: float | None, fmt: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def paper_table(cmp: dict) -> Table:
+    header = ["metric", "reproduced", "paper", "Δ", "Δ%", f"within ±{cmp['tolerance']}"]
+    rows = [[r["metric"].upper().replace("@", "@"), _f(r["reproduced"]), _f(r["paper"]),
+             _f(r["delta"], "+.4f"), _f(r["delta_pct"], "+.1f"),
+             "n/a" if r["within"] is None else ("yes" if r["within"] else "no")] for r in cmp["rows"]]
+    return header, rows
+
+
+def paper_methods_table(cmp: dict) -> Table:
+    header = ["method (paper)", "HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
+    return header, [[row[0], *(_f(v) for v in row[1:])] for row in cmp["methods"]]
+
+
+def reproductions_table(cmp: dict) -> Table:
+    header = ["independent run (not the paper)", "setup", "stage", "HR@3", "NDCG@3", "HR@10", "NDCG@10"]
+    rows = []
+    for r in cmp["reproductions"]:
+        for stage in ("sft", "rl"):
+            m = r.get(stage)
+            if m:
+                rows.append([r["source"], r["setup"], stage.upper()] +
+                            [_f(m.get(k)) for k in ("hr@3", "ndcg@3", "hr@10", "ndcg@10")])
+    return header, rows
+
+
+def decoding_table(decoding: dict) -> Table:
+    """Constrained vs unconstrained beam search on the same first rows, per model."""
+    header = ["model", "rows", "decoding", "legality", "illegal (CC)", "HR@10", "NDCG@10"]
+    rows = []
+    for model, d in decoding.items():
+        for kind in ("constrained", "unconstrained"):
+            m = d[kind]
+            k = 10 if "hr@10" in m else max(int(x.split("@")[1]) for x in m if x.startswith("hr@"))
+            rows.append([model.upper(), str(d["rows"]), kind, _f(m["legality_rate"]), str(m["illegal_count"]),
+                         _f(m[f"hr@{k}"]), _f(m[f"ndcg@{k}"])])
+    return header, rows
+
+
+def significance_table(sig: dict) -> Table:
+    header = ["K", "rows", "SFT hits", "SFT+RL hits", "only SFT", "only SFT+RL", "sign test p",
+              "ΔNDCG (RL − SFT)", "95% CI (bootstrap)", "bootstrap p"]
+    lo, hi = sig["ndcg_diff_ci95"]
+    return header, [[str(sig["k"]), str(sig["rows"]), str(sig["hits_a"]), str(sig["hits_b"]), str(sig["only_a"]),
+                     str(sig["only_b"]), _f(sig["sign_test_p"], ".4g"), _f(sig["ndcg_diff"], "+.4f"),
+                     f"[{lo:+.4f}, {hi:+.4f}]", _f(sig["bootstrap_p"], ".4g")]]
+
+
+def seed_table(groups: list[dict]) -> Table:
+    header = ["runs (differ only in seeds)", "n", "SFT HR@10", "SFT NDCG@10", "RL HR@10", "RL NDCG@10"]
+    rows = []
+    for g in groups:
+        cells = []
+        for key in ("sft hr@10", "sft ndcg@10", "rl hr@10", "rl ndcg@10"):
+            s = g["stats"].get(key)
+            cells.append("n/a" if s is None else f"{s['mean']:.4f} ± {s['std']:.4f}")
+        rows.append([", ".join(g["runs"]), str(len(g["runs"])), *cells])
+    return header, rows
+
+
+LOCK_OUTS = ("data/dataset", "data/embed", "data/sid", "models/sft", "models/rl", "reports/metrics.json")
+
+
+def lock_record(lock_path: Path = Path("dvc.lock")) -> tuple[Table, list[list[str]]]:
+    """From dvc.lock, the provenance record of the pipeline: each artifact's hash and the hash of the params
+    that made it; and every seed the stages ran with."""
+    try:
+        lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return (["stage", "output", "md5", "params sha256"], []), []
+    stages = lock.get("stages", {})
+    rows, seeds = [], []
+    for name, st in stages.items():
+        params = (st.get("params") or {}).get("params.yaml") or {}
+        phash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12] if params else "—"
+        for out in st.get("outs") or []:
+            if out.get("path") in LOCK_OUTS:
+                rows.append([name, out["path"], str(out.get("md5", ""))[:12], phash])
+        for key, value in _flat(params).items():
+            if key.rsplit(".", 1)[-1] == "seed":
+                seeds.append([name, key, str(value)])
+    uniq = {tuple(s[1:]): s for s in seeds}  # a section shared by several stages (evaluate) is listed once
+    return (["stage", "output", "md5", "params sha256"], rows), list(uniq.values())
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def examples(predictions: list[dict], rows: list, items: list, index: dict[int, list[str]], n: int = 3,
+             k: int = 5) -> list[dict]:
+    """The first ``n`` scored test rows in words: the history and target titles, and the model's top ``k``
+    with every title that carries each SID (text from data: the templates escape it)."""
+    from harness.evaluate.score import clean_beam, clean_target
+    from harness.sid.tokens import sid_string
+
+    by_sid: dict[str, list[str]] = {}
+    for iid, tokens in sorted(index.items()):
+        by_sid.setdefault(sid_string(tokens), []).append(items[iid].title)
+    out = []
+    for rec, row in list(zip(predictions, rows))[:n]:
+        target = clean_target(rec["output"])
+        top = []
+        for rank, beam in enumerate(rec["predict"][:k], start=1):
+            sid = clean_beam(beam)
+            top.append({"rank": rank, "sid": sid, "titles": by_sid.get(sid, ["(not a catalogue SID)"]),
+                        "hit": sid == target})
+        out.append({"user": row.user, "history": [items[i].title for i in row.history],
+                    "target": items[row.target].title, "target_sid": target, "top": top})
+    return out
