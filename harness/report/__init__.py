@@ -268,8 +268,8 @@ def _provenance_now() -> dict:
     """Upstream pin and checkout, the harness commit and dirty state when the report was rendered, hardware."""
     from harness.upstream.provenance import git_record, hardware
 
-    try:
-        rec = git_record()
+    try:  # the report's own outputs (removed by DVC before the stage runs) and dvc.lock do not make it dirty
+        rec = git_record(dirty_ignores=("reports", "dvc.lock"))
     except HarnessError:
         rec = {}
     hw = hardware()

@@ -22,8 +22,9 @@ PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "t
             "faiss-cpu", "dvc", "great_expectations", "numpy", "deepspeed")
 
 
-def git_record(root: Path = Path(".")) -> dict:
-    """Pin, checkout and dirty state of the upstream submodule, and the harness's own commit and dirty state."""
+def git_record(root: Path = Path("."), dirty_ignores: tuple[str, ...] = ()) -> dict:
+    """Pin, checkout and dirty state of the upstream submodule, and the harness's own commit and dirty state
+    (``dirty_ignores``: paths left out of the latter, e.g. the outputs a running stage is rewriting)."""
     from git import InvalidGitRepositoryError, NoSuchPathError, Repo
 
     try:
@@ -41,8 +42,16 @@ def git_record(root: Path = Path(".")) -> dict:
         "upstream_dirty": dirty,
         "upstream_matches_pin": checked_out is not None and checked_out == pinned,
         "harness_commit": head.hexsha if head else None,
-        "harness_dirty": repo.is_dirty(untracked_files=True, submodules=False),
+        "harness_dirty": _dirty(repo, dirty_ignores),
     }
+
+
+def _dirty(repo, ignores: tuple[str, ...]) -> bool:
+    if not ignores:
+        return repo.is_dirty(untracked_files=True, submodules=False)
+    out = repo.git.status("--porcelain", "--untracked-files=all", "--ignore-submodules", "--", ".",
+                          *(f":(exclude){p}" for p in ignores))
+    return bool(out.strip())
 
 
 def _gitlink(repo, head) -> str | None:
