@@ -8,7 +8,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness.decode.constrained import SidConstraint, SidTrie, constrained_beam_search
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from harness.decode.constrained import SidConstraint, SidTrie, constrained_beam_search, generation_config
 from harness.prompts import next_sid_prompt
 from harness.sid.tokens import codes_to_tokens, sid_string, vocabulary
 from harness.train.tokenizer import train_tokenizer
@@ -96,3 +98,62 @@ def test_variable_length_sids_decode_whole_and_legal():
                                   batch_size=2)
     for r in res:
         assert {"".join(tok.convert_ids_to_tokens(b)) for b in r.sequences} == catalogue
+
+
+class _PerBeamLookup(LogitsProcessor):
+    """The per-beam Python constraint (upstream's way): the reference the vectorised decoders must match."""
+
+    def __init__(self, sequences, eos_id, prompt_len):
+        self.prompt_len, self.eos_id, self.table = prompt_len, eos_id, {}
+        for s in sequences:
+            for i in range(len(s) + 1):
+                self.table.setdefault(tuple(s[:i]), set()).add(s[i] if i < len(s) else eos_id)
+
+    def __call__(self, input_ids, scores):
+        mask = torch.full_like(scores, float("-inf"))
+        for row, ids in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            mask[row, sorted(self.table.get(tuple(ids), {self.eos_id}))] = 0.0
+        return scores + mask
+
+
+def _reference(model, tok, prompts, seqs, beams):
+    """generate's beam search with the per-beam lookup, one prompt at a time (no padding)."""
+    out = []
+    for p in prompts:
+        ids = torch.tensor([tok(p, add_special_tokens=False).input_ids])
+        gc = generation_config(beams, max(map(len, seqs)) + 1, tok.eos_token_id, tok.pad_token_id)
+        res = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gc,
+                             logits_processor=LogitsProcessorList([_PerBeamLookup(seqs, tok.eos_token_id,
+                                                                                  ids.shape[1])]))
+        rows = res.sequences[:, ids.shape[1]:].tolist()
+        out.append(([[t for t in r if t not in (tok.eos_token_id, tok.pad_token_id)] for r in rows],
+                    res.sequences_scores.tolist()))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_sid_decoder_returns_generates_ranked_beams(seed):
+    """The specialised decoder (prefill once, one step per level) ranks exactly as generate's beam search with a
+    per-beam constraint; its batches are padded and sorted by length, the reference runs prompt by prompt."""
+    index, tok, model, trie, prompts = _setup(seed)
+    seqs = [tok.convert_tokens_to_ids(t) for t in index.values()]
+    assert trie.fixed
+    ours = constrained_beam_search(model, tok, prompts, trie, 20, batch_size=5)
+    ref = _reference(model, tok, prompts, seqs, 20)
+    for r, (ref_seqs, ref_scores) in zip(ours, ref):
+        assert r.sequences == ref_seqs
+        assert r.scores == pytest.approx(ref_scores, abs=1e-4)
+
+
+def test_vectorised_mask_matches_the_per_beam_lookup_on_every_prefix():
+    index, tok, model, trie, prompts = _setup(1)
+    seqs = [tok.convert_tokens_to_ids(t) for t in index.values()]
+    ref = _PerBeamLookup(seqs, tok.eos_token_id, prompt_len=0)
+    prefixes = sorted({tuple(s[:i]) for s in seqs for i in range(4)}) + [(seqs[0][0], 999 % len(tok)), (5, 5, 5, 5)]
+    for length in range(5):
+        batch = [p for p in prefixes if len(p) == length]
+        if not batch:
+            continue
+        ids = torch.tensor(batch, dtype=torch.long)
+        assert torch.equal(SidConstraint(trie, 0)(ids, torch.zeros(len(batch), len(tok))),
+                           ref(ids, torch.zeros(len(batch), len(tok))))
