@@ -6,6 +6,8 @@ tests/test_score_vs_upstream_calc.py runs the real calc.py when it is there."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 

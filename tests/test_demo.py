@@ -52,7 +52,7 @@ def test_recommend_prints_top_k_with_titles_and_names_an_unknown_entry(demo_work
     typo = title[:-2] + "zz"
     bad = subprocess.run([*cmd, "--history", f"Evil Flask; {typo}"], cwd=demo_workdir, capture_output=True,
                          text=True, timeout=300)
-    assert bad.returncode == 2 and f"history entry 1 ('Evil Flask')" in bad.stderr and "did you mean" in bad.stderr
+    assert bad.returncode == 2 and "history entry 1 ('Evil Flask')" in bad.stderr and "did you mean" in bad.stderr
     bad = subprocess.run([*cmd, "--history", typo], cwd=demo_workdir, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and repr(title) in bad.stderr  # the closest title is suggested
 

@@ -5,16 +5,14 @@ smollm2-cpu profile runs a few real steps on Industrial."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from harness.errors import HarnessError, ParamsError
-from harness.params import SECTIONS, load_yaml
+from harness.params import load_yaml
 from harness.profiles import _flatten, available, load_profile, merged_params, overrides
 from tests.conftest import REPO
 
