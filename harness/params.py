@@ -273,7 +273,7 @@ class EvaluateParams(_Section):
     # calc.py; both: the two on the same model, side by side in the report (cross-scoring)
     backend: Literal["native", "upstream", "both"] = "native"
     # the native decoder's prompts: harness (prompts.py) | upstream (rendered by the pinned data.py's
-    # EvalSidDataset, with upstream's "SID + newline" answer format): how to score an upstream-trained model
+    # evaluation dataset class, with its "SID + newline" answer format): how to score an upstream-trained model
     prompts: Literal["harness", "upstream"] = "harness"
     # the first N test rows are also decoded *without* the constraint (None: every row; 0: skip), for the
     # report's constrained-vs-unconstrained comparison (legality, illegal count, HR/NDCG on the same rows)

@@ -18,15 +18,11 @@ METRICS_FILE = "reports/metrics.json"
 SUMMARY = (("sft", "hr@10"), ("sft", "ndcg@10"), ("rl", "hr@10"), ("rl", "ndcg@10"))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list) else v
-    return out
+def _flatten(d: dict) -> dict:
+    """Dotted keys; list values as JSON text, so runs can be grouped by their params."""
+    from harness.profiles import _flatten as dotted
+
+    return {k: json.dumps(v) if isinstance(v, list) else v for k, v in dotted(d)}
 
 
 def _run_entry(rev: dict, name: str | None) -> dict | None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from harness.profiles import _flatten
+
 Table = tuple[list[str], list[list[str]]]
 
 
@@ -18,7 +20,7 @@ def _f(v: float | None, fmt: str = ".4f") -> str:
 
 def paper_table(cmp: dict) -> Table:
     header = ["metric", "reproduced", "paper", "Δ", "Δ%", f"within ±{cmp['tolerance']}"]
-    rows = [[r["metric"].upper().replace("@", "@"), _f(r["reproduced"]), _f(r["paper"]),
+    rows = [[r["metric"].upper(), _f(r["reproduced"]), _f(r["paper"]),
              _f(r["delta"], "+.4f"), _f(r["delta_pct"], "+.1f"),
              "n/a" if r["within"] is None else ("yes" if r["within"] else "no")] for r in cmp["rows"]]
     return header, rows
@@ -93,21 +95,11 @@ def lock_record(lock_path: Path = Path("dvc.lock")) -> tuple[Table, list[list[st
         for out in st.get("outs") or []:
             if out.get("path") in LOCK_OUTS:
                 rows.append([name, out["path"], str(out.get("md5", ""))[:12], phash])
-        for key, value in _flat(params).items():
+        for key, value in _flatten(params):
             if key.rsplit(".", 1)[-1] == "seed":
                 seeds.append([name, key, str(value)])
     uniq = {tuple(s[1:]): s for s in seeds}  # a section shared by several stages (evaluate) is listed once
     return (["stage", "output", "md5", "params sha256"], rows), list(uniq.values())
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def examples(predictions: list[dict], rows: list, items: list, index: dict[int, list[str]], n: int = 3,
