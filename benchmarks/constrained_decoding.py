@@ -29,12 +29,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from harness.decode.constrained import BeamResult, SidConstraint, SidTrie, constrained_beam_search, generation_config
 from harness.upstream.provenance import cpu_model
 
-MODELS = {  # config-initialised architectures (no download, random weights)
-    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=4),
-    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                         num_key_value_heads=2),
-}
+from architectures import ARCHITECTURES, config_model  # beside this script
 
 
 class PrefixLookup(LogitsProcessor):
@@ -115,7 +110,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--model", default="tiny", choices=sorted(MODELS))
+    ap.add_argument("--model", default="tiny", choices=sorted(ARCHITECTURES))
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--vocab", type=int, default=50_000)
     ap.add_argument("--items", type=int, default=3686)
@@ -128,13 +123,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", nargs="*", default=[], choices=["upstream_style", "vectorised_hf", "unconstrained"])
     args = ap.parse_args()
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(args.seed)
     eos, pad = 2, 0
-    cfg = LlamaConfig(vocab_size=args.vocab, eos_token_id=eos, pad_token_id=pad, bos_token_id=1,
-                      max_position_embeddings=512, **MODELS[args.model])
-    model = LlamaForCausalLM(cfg).to(args.device, getattr(torch, args.dtype)).eval()
+    model = config_model(args.model, args.vocab, eos, pad, 512, args.seed).to(args.device, getattr(torch, args.dtype))
+    model.eval()
     seqs, prompts = workload(args.items, args.first_codes, args.codes, args.vocab, args.rows, args.prompt_len,
                              args.seed)
     trie = SidTrie(seqs, eos, args.vocab)

@@ -21,3 +21,21 @@ def test_constrained_decoding_benchmark_finds_identical_beams_and_writes_its_rec
                 "catalogue_size"):
         assert key in doc, key
     assert doc["identical_outputs"] is True and doc["catalogue_size"] == 300 and doc["vocab_size"] == 3000
+
+
+def test_training_memory_benchmark_runs_every_mode_with_the_stage_settings(tmp_path):
+    out = tmp_path / "t.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "training_memory.py"), "--out", str(out),
+                        "--vocab", "3000", "--items", "100", "--seq-len", "32", "--rl-prompt-len", "16",
+                        "--steps", "2", "--batch", "2", "--grad-acc", "1", "--dtype", "float32"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    runs = {run["mode"]: run for run in doc["runs"]}
+    assert set(runs) == {"full", "lora", "embeddings", "grpo"}
+    assert all(run["steps"] == 2 and run["peak_gib"] > 0 and run["tokens_per_s"] > 0 for run in runs.values())
+    # the modes train what they say: embedding rows only < LoRA adapters + rows < every weight
+    trainable = [runs[m]["trainable_parameters"] for m in ("embeddings", "lora", "full")]
+    assert trainable == sorted(set(trainable))
+    assert runs["grpo"]["num_generations"] == 16 and runs["lora"]["gradient_checkpointing"] is True
+    assert doc["profile_within_budget"] is None  # the 15 GiB check is a GPU figure only

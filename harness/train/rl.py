@@ -88,12 +88,11 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
            allow_unpinned: bool = False) -> dict | None:
     """Entry point of the ``rl`` stage: GRPO from the SFT model into an HF model folder."""
     from transformers import PrinterCallback, set_seed
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from harness.console import console
     from harness.decode.constrained import catalogue_trie
     from harness.evaluate import load_model
-    from harness.train import runtime_args
     from harness.train.callbacks import RichProgress
     from harness.train.checkpoints import checkpoint_dir, last_complete_checkpoint
     from harness.train.sft import _without_timings
@@ -137,31 +136,7 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
     if last:
         console.print(f"rl: resuming from {last} (a killed run with the same params and inputs)")
     g = p.num_generations
-    args = GRPOConfig(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=p.epochs,
-        per_device_train_batch_size=p.prompts_per_step * g,
-        gradient_accumulation_steps=p.gradient_accumulation_steps,
-        bf16=p.bf16,  # trl defaults both to True, on a CPU too: never inherited
-        gradient_checkpointing=p.gradient_checkpointing,
-        num_generations=g,
-        max_completion_length=trie.max_len,
-        learning_rate=p.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=p.warmup_ratio,
-        max_grad_norm=p.max_grad_norm,
-        beta=p.beta,
-        sync_ref_model=p.sync_ref_model,
-        loss_type="grpo",  # mean over each completion's tokens, then over the batch (upstream's default)
-        scale_rewards="group",
-        temperature=1.0,
-        logging_steps=1,
-        save_strategy="steps",  # the resume points of a killed run
-        save_steps=p.save_steps,
-        save_total_limit=2,
-        save_only_model=False,  # optimizer, scheduler and RNG state too
-        **runtime_args(p.seed),
-    )
+    args = grpo_config(p, ckpt_dir, trie.max_len)
     peft_config = None
     if p.mode == "lora":
         from peft import LoraConfig
@@ -199,6 +174,41 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         write_json(tmp / TRAINING_LOG, log)
     shutil.rmtree(ckpt_dir.parent, ignore_errors=True)  # this run's and any stale runs' checkpoints
     return log
+
+
+def grpo_config(p: RlParams, output_dir: Path, max_completion_length: int, **overrides):
+    """The stage's GRPO settings (also what ``benchmarks/training_memory.py`` measures); ``overrides``: any
+    GRPOConfig field."""
+    from trl import GRPOConfig
+
+    from harness.train import runtime_args
+
+    args = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=p.epochs,
+        per_device_train_batch_size=p.prompts_per_step * p.num_generations,
+        gradient_accumulation_steps=p.gradient_accumulation_steps,
+        bf16=p.bf16,  # trl defaults both to True, on a CPU too: never inherited
+        gradient_checkpointing=p.gradient_checkpointing,
+        num_generations=p.num_generations,
+        max_completion_length=max_completion_length,
+        learning_rate=p.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=p.warmup_ratio,
+        max_grad_norm=p.max_grad_norm,
+        beta=p.beta,
+        sync_ref_model=p.sync_ref_model,
+        loss_type="grpo",  # mean over each completion's tokens, then over the batch (upstream's default)
+        scale_rewards="group",
+        temperature=1.0,
+        logging_steps=1,
+        save_strategy="steps",  # the resume points of a killed run
+        save_steps=p.save_steps,
+        save_total_limit=2,
+        save_only_model=False,  # optimizer, scheduler and RNG state too
+        **runtime_args(p.seed),
+    )
+    return GRPOConfig(**{**args, **overrides})
 
 
 def model_files(model_dir: Path) -> list[Path]:

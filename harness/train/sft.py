@@ -81,13 +81,12 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         with atomic_dir(out_dir) as tmp:
             return stages.sft(p, name, Path(sid_dir), tmp, allow_unpinned)
     from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from transformers import PrinterCallback
 
     from harness.console import console
 
-    from harness.train import runtime_args
     from harness.train.callbacks import RichProgress
     from harness.train.checkpoints import checkpoint_dir, last_complete_checkpoint
     from harness.train.model import pretrained_model, scratch_model
@@ -119,34 +118,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     last = last_complete_checkpoint(ckpt_dir)
     if last:
         console.print(f"sft: resuming from {last} (a killed run with the same params and inputs)")
-    every = p.eval_steps or p.max_steps  # steps (a share of the total when < 1) between evaluations; None: epochs
-    args = SFTConfig(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=p.epochs,
-        max_steps=p.max_steps or -1,
-        per_device_train_batch_size=p.batch_size,
-        gradient_accumulation_steps=p.gradient_accumulation_steps,
-        gradient_checkpointing=p.gradient_checkpointing,
-        bf16=p.bf16,
-        per_device_eval_batch_size=max(p.batch_size, 64),
-        learning_rate=p.learning_rate,
-        lr_scheduler_type=p.lr_scheduler,
-        warmup_steps=p.warmup_ratio,
-        weight_decay=p.weight_decay,
-        max_length=p.max_length,
-        completion_only_loss=True,
-        logging_steps=20,
-        eval_strategy=("steps" if every else "epoch") if select else "no",
-        eval_steps=every,
-        save_strategy="steps" if every else "epoch",  # also the resume points
-        save_steps=every,
-        load_best_model_at_end=select,
-        metric_for_best_model="eval_loss" if select else None,
-        greater_is_better=False if select else None,
-        save_total_limit=2,
-        save_only_model=False,  # optimizer, scheduler and RNG state too, so a killed run can resume
-        **runtime_args(p.seed),
-    )
+    args = sft_config(p, ckpt_dir, select)
     callbacks = [RichProgress("sft")]
     if select and p.early_stopping_patience:
         from transformers import EarlyStoppingCallback
@@ -186,6 +158,44 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         write_json(tmp / TRAINING_LOG, log)
     shutil.rmtree(ckpt_dir.parent, ignore_errors=True)  # this run's and any stale runs' checkpoints
     return log
+
+
+def sft_config(p: SftParams, output_dir: Path, select: bool, **overrides):
+    """The stage's trainer settings (also what ``benchmarks/training_memory.py`` measures). ``select``: keep the
+    checkpoint with the lowest valid loss; ``overrides``: any SFTConfig field (the benchmark turns saving off)."""
+    from trl import SFTConfig
+
+    from harness.train import runtime_args
+
+    every = p.eval_steps or p.max_steps  # steps (a share of the total when < 1) between evaluations; None: epochs
+    args = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=p.epochs,
+        max_steps=p.max_steps or -1,
+        per_device_train_batch_size=p.batch_size,
+        gradient_accumulation_steps=p.gradient_accumulation_steps,
+        gradient_checkpointing=p.gradient_checkpointing,
+        bf16=p.bf16,
+        per_device_eval_batch_size=max(p.batch_size, 64),
+        learning_rate=p.learning_rate,
+        lr_scheduler_type=p.lr_scheduler,
+        warmup_steps=p.warmup_ratio,
+        weight_decay=p.weight_decay,
+        max_length=p.max_length,
+        completion_only_loss=True,
+        logging_steps=20,
+        eval_strategy=("steps" if every else "epoch") if select else "no",
+        eval_steps=every,
+        save_strategy="steps" if every else "epoch",  # also the resume points
+        save_steps=every,
+        load_best_model_at_end=select,
+        metric_for_best_model="eval_loss" if select else None,
+        greater_is_better=False if select else None,
+        save_total_limit=2,
+        save_only_model=False,  # optimizer, scheduler and RNG state too, so a killed run can resume
+        **runtime_args(p.seed),
+    )
+    return SFTConfig(**{**args, **overrides})
 
 
 def with_training_mode(model, tokenizer, sid_tokens: list[str], p: SftParams):
