@@ -29,6 +29,16 @@ def read_utf8(path: str | Path) -> str:
         raise DataFormatError(path, raw[: e.start].count(b"\n") + 1, "not valid UTF-8") from None
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file's value; broken JSON is a DataFormatError naming file and line (never a traceback)."""
+    from harness.errors import DataFormatError
+
+    try:
+        return json.loads(read_utf8(path))
+    except json.JSONDecodeError as e:
+        raise DataFormatError(path, e.lineno, f"broken JSON: {e.msg}") from None
+
+
 def _tmp_sibling(path: Path, is_dir: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_dir:

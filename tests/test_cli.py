@@ -158,10 +158,15 @@ def _kill_after_first_checkpoint(stage: str, params: Path, cwd: Path) -> list[Pa
     return saved
 
 
-def test_killed_sft_resumes_from_its_last_checkpoint(tiny_workdir):
-    """SIGKILL mid-training, run again: training continues from the last epoch checkpoint, then cleans up."""
+def test_killed_sft_resumes_from_its_last_checkpoint_and_ends_as_an_uninterrupted_run(tiny_workdir):
+    """SIGKILL mid-training, run again: training continues from the last epoch checkpoint, cleans up, and on
+    CPU the final weights are byte-identical to those of a run that was never interrupted."""
     tmp_path = tiny_workdir
     p = _params(tmp_path, {"sft": {"epochs": 3, "batch_size": 1, "model": TINY_MODEL}})
+    assert _run(["sft", "--params", str(p)], tmp_path).returncode == 0
+    uninterrupted = (tmp_path / "models/sft/model.safetensors").read_bytes()
+    shutil.rmtree(tmp_path / "models/sft")
+
     saved = _kill_after_first_checkpoint("sft", p, tmp_path)
     r = _run(["sft", "--params", str(p)], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -170,6 +175,7 @@ def test_killed_sft_resumes_from_its_last_checkpoint(tiny_workdir):
     steps_per_epoch = int(saved[0].name.split("-")[1])
     assert log["global_steps"] == 3 * steps_per_epoch
     assert not saved[0].parent.parent.exists()  # cleaned up after success
+    assert (tmp_path / "models/sft/model.safetensors").read_bytes() == uninterrupted
 
 
 def test_killed_rl_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_workdir):

@@ -88,7 +88,7 @@ def test_npy_route_checks_shape_values_and_never_unpickles(tmp_path, items):
         load_npy(nan, 24)
     pickled = tmp_path / "obj.npy"
     np.save(pickled, np.array([{"a": 1}] * 24, dtype=object), allow_pickle=True)
-    with pytest.raises(HarnessError, match=r"obj\.npy: not a readable"):
+    with pytest.raises(HarnessError, match=r"obj\.npy: holds pickled Python objects, which are never loaded"):
         load_npy(pickled, 24)
 
 

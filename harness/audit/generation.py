@@ -7,10 +7,10 @@ never by loading the model) and states each injected field as a finding.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.errors import DataFormatError, HarnessError
+from harness.io import read_json
 
 NEUTRAL = {"do_sample": False, "temperature": 1.0, "top_k": None, "top_p": 1.0, "repetition_penalty": 1.0}
 
@@ -22,12 +22,7 @@ def audit_generation_config(model_dir: str | Path) -> dict:
     path = model_dir / "generation_config.json"
     if not path.exists():
         return {"file": str(path), "present": False, "injected": {}, "findings": []}
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataFormatError(path, e.lineno, f"broken JSON: {e.msg}") from None
-    except UnicodeDecodeError:
-        raise DataFormatError(path, 1, "not valid UTF-8") from None
+    cfg = read_json(path)
     if not isinstance(cfg, dict):
         raise DataFormatError(path, 1, "top level must be a JSON object")
     injected = {k: cfg[k] for k in NEUTRAL if k in cfg and cfg[k] != NEUTRAL[k] and not (k == "top_k" and cfg[k] == 0)}

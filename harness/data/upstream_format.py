@@ -24,7 +24,7 @@ from typing import NoReturn
 
 from harness.data.schema import SPLITS, Dataset, Interaction, Item
 from harness.errors import DataFormatError
-from harness.io import read_utf8, write_json, write_text
+from harness.io import read_utf8, write_text
 
 CSV_COLUMNS = (
     "user_id",
@@ -277,6 +277,7 @@ def read_split_csv(
         except csv.Error as e:
             raise DataFormatError(path, last + 1, f"malformed CSV: {e}") from None
         except UnicodeDecodeError:
+            read_utf8(path)  # decodes the whole file and names the line of the first bad byte
             raise DataFormatError(path, last + 1, "not valid UTF-8") from None
     return rows
 

@@ -25,10 +25,18 @@ def load_npy(path: str | Path, n_items: int) -> np.ndarray:
     """An upstream-layout embedding matrix, checked against the catalogue (never unpickled)."""
     path = Path(path).expanduser()
     try:
+        with path.open("rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise HarnessError(f"{path}: not a .npy file (no NumPy header; write it with np.save)")
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise HarnessError(f"{path}: embed.npy file not found") from None
-    except (ValueError, OSError) as e:
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise HarnessError(f"{path}: holds pickled Python objects, which are never loaded; save a numeric "
+                               "array") from None
+        raise HarnessError(f"{path}: not a readable .npy array ({e})") from None
+    except OSError as e:
         raise HarnessError(f"{path}: not a readable .npy array ({e})") from None
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
         raise HarnessError(f"{path}: expected a 2-D numeric array (items × dim), got shape {arr.shape} {arr.dtype}")

@@ -30,12 +30,9 @@ PREDICTIONS = "predictions.json"
 
 
 def load_model(model_dir: Path, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from harness.train.model import load_pretrained
 
-    if not (model_dir / "config.json").is_file():
-        raise HarnessError(f"{model_dir}: not a model directory (config.json missing)")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    model, tokenizer = load_pretrained(Path(model_dir), dtype)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model, tokenizer
 

@@ -85,15 +85,45 @@ def pretrained_model(source: str, sid_tokens: list[str], dtype: torch.dtype):
     New embedding rows start at the mean of the old ones. The tokens are added with ``add_tokens``, not as
     special tokens, so decoding keeps them.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = pretrained_dir(source)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model, tok = load_pretrained(pretrained_dir(source), dtype)
     tok.add_tokens([t for t in sid_tokens if t not in tok.get_vocab()])
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.resize_token_embeddings(len(tok), mean_resizing=True)
     model.config.eos_token_id = tok.eos_token_id
     model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """What a user's model folder must be before transformers sees it: a config.json, readable JSON files, and
+    safetensors weights. Pickled weights are never loaded: unpickling a file from a user path can run code."""
+    from harness.io import read_json
+
+    if not (model_dir / "config.json").is_file():
+        raise HarnessError(f"{model_dir}: not a model directory (config.json missing)")
+    for f in sorted(model_dir.glob("*.json")):
+        read_json(f)
+    if not any(model_dir.glob("*.safetensors")):
+        pickled = sorted(f.name for f in model_dir.iterdir() if f.suffix in PICKLED)
+        found = f" (only pickled {', '.join(pickled)}, which is never loaded here)" if pickled else ""
+        raise HarnessError(f"{model_dir}: no *.safetensors weights{found}; re-save the model with "
+                           "save_pretrained(), whose default is safetensors")
+
+
+def load_pretrained(model_dir: Path, dtype: torch.dtype):
+    """A checked model folder's causal LM and tokenizer (safetensors only); a folder transformers cannot read
+    is one HarnessError naming it, not a traceback."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_model_dir(model_dir)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, use_safetensors=True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HarnessError(f"{model_dir}: transformers cannot load this model: {first}") from None
     return model, tok
