@@ -64,6 +64,28 @@ def dumps_json(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+class JsonListWriter:
+    """A JSON list written element by element, byte-identical to ``dumps_json(the_list, indent)``: a long list
+    of results goes to disk as it is produced instead of being held in memory. Write into a temporary
+    location (``atomic_dir``); the file is complete only after ``close``."""
+
+    def __init__(self, fh, indent: int | None = 2):
+        self.fh, self.indent, self.count = fh, indent, 0
+
+    def add(self, obj: Any) -> None:
+        text = json.dumps(obj, indent=self.indent, ensure_ascii=False, allow_nan=False)
+        if self.indent is None:
+            self.fh.write(("[" if self.count == 0 else ", ") + text)
+        else:  # JSON strings hold no raw newline, so every newline is a line of the element's layout
+            pad = " " * self.indent
+            self.fh.write(("[\n" if self.count == 0 else ",\n") + pad + text.replace("\n", "\n" + pad))
+        self.count += 1
+
+    def close(self) -> None:
+        end = "[]" if self.count == 0 else ("]" if self.indent is None else "\n]")
+        self.fh.write(end + "\n")
+
+
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
     write_text(path, dumps_json(obj, indent=indent))
 

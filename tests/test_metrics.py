@@ -148,3 +148,21 @@ def test_metrics_stage_refuses_scores_from_another_protocol(tiny_workdir):
     m = run_metrics(p, d / "data/dataset", d / "data/sid", d / "eval", out)
     assert m["sft"] == {"hr@10": 0.5} and m["rl"] is None and "most_popular" in m["baselines"]
     assert json.loads(out.read_text())["protocol"]["rows"] == t.protocol["rows"]
+
+
+@pytest.mark.parametrize("indent", [None, 2, 4])
+@pytest.mark.parametrize("rows", [0, 1, 3])
+def test_streamed_json_list_is_byte_identical_to_the_whole_list_dumped(tmp_path, indent, rows):
+    """predictions.json is written row by row; the file must be the one json.dumps of the whole list gives."""
+    import io
+
+    from harness.io import JsonListWriter, dumps_json
+
+    records = [{"input": f"history {i}\nwith «text»", "output": "<a_1><b_2>\n", "predict": ["<a_1>", "x"] * i}
+               for i in range(rows)]
+    buf = io.StringIO()
+    w = JsonListWriter(buf, indent=indent)
+    for r in records:
+        w.add(r)
+    w.close()
+    assert buf.getvalue() == dumps_json(records, indent=indent)

@@ -18,7 +18,7 @@ into beam sampling is set explicitly (spec H1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -249,6 +249,18 @@ def constrained_beam_search(
         if progress is not None:
             progress(len(chunk))
     return [results[i] for i in range(len(encoded))]
+
+
+def iter_constrained_beam_search(model, tokenizer, prompts: Sequence, trie: SidTrie | None, num_beams: int,
+                                 batch_size: int, chunk_rows: int = 4096, progress=None,
+                                 max_new_tokens: int | None = None) -> Iterator[list[BeamResult]]:
+    """``constrained_beam_search`` over consecutive chunks of ``chunk_rows`` prompts, yielded in input order:
+    the results held at once are bounded by the chunk, not by the number of prompts (50k test rows x 50
+    beams would otherwise sit in memory until the end). Within a chunk, prompts are batched by length as
+    usual."""
+    for start in range(0, len(prompts), chunk_rows):
+        yield constrained_beam_search(model, tokenizer, prompts[start:start + chunk_rows], trie, num_beams,
+                                      batch_size, progress, max_new_tokens)
 
 
 def _generate(model, batch: list[list[int]], trie: SidTrie | None, num_beams: int, eos_id: int, pad_id: int,

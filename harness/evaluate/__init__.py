@@ -2,7 +2,9 @@
 ``evaluate@rl``), then ``metrics`` merges the models' scores with the baselines into ``reports/metrics.json``.
 
 With ``evaluate.num_processes`` > 1 the stage runs under ``accelerate launch``: each process decodes every
-N-th test row, rank 0 gathers the rows and checks that the merged count equals the test rows.
+N-th test row into its shard file, and rank 0 merges the shards in test-row order, checking that each row is
+where it should be. The merge streams into ``predictions.json`` and the scores, so memory does not grow with
+the number of test rows.
 """
 
 from __future__ import annotations
@@ -82,12 +84,11 @@ def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/
     if p.backend == "upstream":
         with atomic_dir(out_dir) as tmp:
             return _upstream_scores(p, t, model, model_dir, tmp, allow_unpinned)
-    native = _native_scores(p, t, model, model_dir, allow_unpinned)
+    native = _native_decode(p, t, model, model_dir, allow_unpinned, out_dir.parent / f".{out_dir.name}.shards")
     if native is None:  # a non-zero rank of a launched run
         return None
-    records, scores, free = native
     with atomic_dir(out_dir) as tmp:
-        write_json(tmp / PREDICTIONS, records, indent=4)
+        scores, free = native.merge(tmp / PREDICTIONS)
         write_json(tmp / SCORES, scores)
         if free is not None:
             write_json(tmp / UNCONSTRAINED, free)
@@ -97,14 +98,78 @@ def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/
     return scores
 
 
-def _native_scores(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path,
-                   allow_unpinned: bool) -> tuple[list[dict], dict, dict | None] | None:
-    """The native constrained decoder over this process's rows; rank 0 gets the merged records and scores,
-    and the constrained-vs-unconstrained comparison on the first ``unconstrained_rows`` rows."""
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
+class NativeRun:
+    """One model decoded by every process into its shard file (JSON lines ``[row, beams]``, written as the
+    beams come); rank 0 then merges the shards in test-row order straight into ``predictions.json``, scoring
+    as it goes. Memory stays bounded by the decoder's chunk, not by the number of test rows."""
 
-    from harness.decode.constrained import catalogue_trie, constrained_beam_search, generation_config
+    def __init__(self, p: EvaluateParams, t: ScoredRows, model: str, lm, tokenizer, prompts: list, trie,
+                 as_text, shard_dir: Path, processes: int):
+        self.p, self.t, self.model, self.lm, self.tokenizer = p, t, model, lm, tokenizer
+        self.prompts, self.trie, self.as_text = prompts, trie, as_text
+        self.shard_dir, self.processes = shard_dir, processes
+
+    def merge(self, predictions: Path) -> tuple[dict, dict | None]:
+        """Write predictions.json (upstream's format, test-split order); the scores and the unconstrained
+        comparison. The shard files are removed afterwards."""
+        import json
+
+        from harness.decode.constrained import generation_config
+        from harness.evaluate.score import Scorer
+        from harness.io import JsonListWriter
+
+        t, tok = self.t, self.tokenizer
+        scorer = Scorer(t.info_sids, t.ks)
+        n_free = len(t.rows) if self.p.unconstrained_rows is None else min(self.p.unconstrained_rows, len(t.rows))
+        head: list[dict] = []  # the first rows' records, for the unconstrained comparison
+        shards = [(self.shard_dir / f"rank-{r}.jsonl").open(encoding="utf-8") for r in range(self.processes)]
+        try:
+            with predictions.open("w", encoding="utf-8") as fh:
+                out = JsonListWriter(fh, indent=4)
+                for i in range(len(t.rows)):
+                    line = shards[i % self.processes].readline()
+                    row, beams = json.loads(line) if line else (None, None)
+                    if row != i:
+                        raise HarnessError(f"evaluate {self.model}: the {self.processes} shards do not hold test row "
+                                           f"{i} where expected (of {len(t.rows)} rows)")
+                    prompt = tok.decode(self.prompts[i]) if self.p.prompts == "upstream" else t.prompts[i]
+                    rec = {"input": prompt, "output": t.targets[i] + "\n", "predict": beams}
+                    out.add(rec)
+                    scorer.add(rec)
+                    if i < n_free:
+                        head.append(rec)
+                out.close()
+            if any(f.readline() for f in shards):
+                raise HarnessError(f"evaluate {self.model}: the shards hold more rows than the {len(t.rows)} test rows")
+        finally:
+            for f in shards:
+                f.close()
+        import shutil
+
+        shutil.rmtree(self.shard_dir, ignore_errors=True)
+        gc = generation_config(t.num_beams, self.trie.max_len, tok.eos_token_id, tok.pad_token_id).to_dict()
+        generation = {k: gc.get(k) for k in ("num_beams", "num_return_sequences", "do_sample", "temperature",
+                                              "top_k", "top_p", "repetition_penalty", "length_penalty",
+                                              "max_new_tokens")}
+        scores = {"model": self.model, "scored": True, "evaluator": "native", "metrics": scorer.result(),
+                  "protocol": {**t.protocol, "generation": generation, "processes": self.processes,
+                               "dtype": self.p.dtype, "prompts": self.p.prompts}}
+        free = _unconstrained(self.p, t, self.lm, tok, self.prompts, head, self.trie.max_len, self.as_text)
+        self.lm = None  # the upstream run of backend both loads the model again, in its own processes
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return scores, free
+
+
+def _native_decode(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path, allow_unpinned: bool,
+                   shard_dir: Path) -> NativeRun | None:
+    """The native constrained decoder over this process's rows (every N-th), streamed to its shard file;
+    rank 0 gets the run to merge, the other ranks None."""
+    import json
+
+    from accelerate import PartialState
+
+    from harness.decode.constrained import catalogue_trie, iter_constrained_beam_search
 
     state = PartialState(cpu=not torch.cuda.is_available())
     lm, tokenizer = load_model(model_dir, state.device, getattr(torch, p.dtype))
@@ -119,31 +184,20 @@ def _native_scores(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path
         trie = catalogue_trie(tokenizer, t.index, model_dir)
         as_text = lambda ids: "".join(tokenizer.convert_ids_to_tokens(ids))  # noqa: E731
     mine = list(range(state.process_index, len(t.rows), state.num_processes))  # this process's shard
-    with progress(disable=not state.is_main_process) as bar:
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    with progress(disable=not state.is_main_process) as bar, \
+            (shard_dir / f"rank-{state.process_index}.jsonl").open("w", encoding="utf-8") as shard:
         task = bar.add_task(f"{model}: constrained beam search ({t.num_beams} beams)", total=len(mine))
-        beams = constrained_beam_search(lm, tokenizer, [prompts[i] for i in mine], trie, t.num_beams,
-                                        p.batch_size, progress=lambda n: bar.advance(task, n))
-    shard = [(i, [as_text(b) for b in res.sequences]) for i, res in zip(mine, beams)]
-    merged = dict(gather_object(shard))
+        done = 0
+        for chunk in iter_constrained_beam_search(lm, tokenizer, [prompts[i] for i in mine], trie, t.num_beams,
+                                                  p.batch_size, progress=lambda n: bar.advance(task, n)):
+            for res in chunk:
+                shard.write(json.dumps([mine[done], [as_text(b) for b in res.sequences]], ensure_ascii=False) + "\n")
+                done += 1
+    state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    if sorted(merged) != list(range(len(t.rows))):
-        raise HarnessError(f"evaluate {model}: the {state.num_processes} shards merged into {len(merged)} rows, "
-                           f"not the {len(t.rows)} test rows")
-    records = t.records([merged[i] for i in range(len(t.rows))])
-    if p.prompts == "upstream":
-        records = [{**r, "input": tokenizer.decode(prompts[i])} for i, r in enumerate(records)]
-    gc = generation_config(t.num_beams, trie.max_len, tokenizer.eos_token_id, tokenizer.pad_token_id).to_dict()
-    generation = {k: gc.get(k) for k in ("num_beams", "num_return_sequences", "do_sample", "temperature", "top_k",
-                                          "top_p", "repetition_penalty", "length_penalty", "max_new_tokens")}
-    scores = {"model": model, "scored": True, "evaluator": "native", "metrics": score_records(records, t.info_sids, t.ks),
-              "protocol": {**t.protocol, "generation": generation, "processes": state.num_processes,
-                           "dtype": p.dtype, "prompts": p.prompts}}
-    free = _unconstrained(p, t, lm, tokenizer, prompts, records, trie.max_len, as_text)
-    del lm  # the upstream run of backend both loads the model again, in its own processes
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return records, scores, free
+    return NativeRun(p, t, model, lm, tokenizer, prompts, trie, as_text, shard_dir, state.num_processes)
 
 
 def _unconstrained(p: EvaluateParams, t: ScoredRows, lm, tokenizer, prompts: list, records: list[dict],
@@ -152,7 +206,7 @@ def _unconstrained(p: EvaluateParams, t: ScoredRows, lm, tokenizer, prompts: lis
     costs, set against the constrained scores of exactly those rows."""
     from harness.decode.constrained import constrained_beam_search
 
-    n = len(t.rows) if p.unconstrained_rows is None else min(p.unconstrained_rows, len(t.rows))
+    n = len(records)  # the first evaluate.unconstrained_rows rows
     if n == 0:
         return None
     with progress() as bar:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from harness.errors import DataFormatError
@@ -35,51 +35,67 @@ def clean_target(output) -> str:
     return str(output).strip(' \n"')
 
 
-def score_records(records: Sequence[dict], info_sids: Sequence[str], ks: Sequence[int] | None = None) -> dict:
-    """Score upstream-format records against the info file's SID column (one entry per catalogue item)."""
-    if not records:
-        raise ValueError("no rows to score")
-    group = Counter(info_sids)
-    beams = len(records[0]["predict"])
-    ks = list(ks) if ks is not None else [k for k in TOPK if k <= beams]
-    hr = [0.0] * len(ks)
-    ndcg = [0.0] * len(ks)
-    ca_hr = [0.0] * len(ks)
-    ca_ndcg = [0.0] * len(ks)
-    cc = legal = total = dup_rows = 0
-    for rec in records:
+class Scorer:
+    """HR/NDCG@K as calc.py computes them, plus collision-aware and legality figures, accumulated one record
+    at a time (results can stream from the decoder to disk without being held in memory)."""
+
+    def __init__(self, info_sids: Sequence[str], ks: Sequence[int] | None = None):
+        self.group = Counter(info_sids)
+        self.ks = list(ks) if ks is not None else None
+        self.beams = 0
+        self.n = self.cc = self.legal = self.total = self.dup_rows = 0
+
+    def add(self, rec: dict) -> None:
         preds = [clean_beam(p) for p in rec["predict"]]
+        if self.n == 0:
+            self.beams = len(rec["predict"])
+            if self.ks is None:
+                self.ks = [k for k in TOPK if k <= self.beams]
+            self.hr, self.ndcg = [0.0] * len(self.ks), [0.0] * len(self.ks)
+            self.ca_hr, self.ca_ndcg = [0.0] * len(self.ks), [0.0] * len(self.ks)
+        self.n += 1
         target = clean_target(rec["output"])
-        total += len(preds)
-        legal += sum(1 for p in preds if p in group)
-        dup_rows += len(set(preds)) < len(preds)
+        self.total += len(preds)
+        self.legal += sum(1 for p in preds if p in self.group)
+        self.dup_rows += len(set(preds)) < len(preds)
         rank = None
         for i, p in enumerate(preds):
-            if p not in group:
-                cc += 1
+            if p not in self.group:
+                self.cc += 1
             if p == target:
                 rank = i
                 break
         if rank is None:
-            continue
-        share = 1.0 / group.get(target, 1)
-        for j, k in enumerate(ks):
+            return
+        share = 1.0 / self.group.get(target, 1)
+        for j, k in enumerate(self.ks):
             if rank < k:
-                hr[j] += 1
-                ndcg[j] += 1 / math.log(rank + 2)
-                ca_hr[j] += share
-                ca_ndcg[j] += share / math.log(rank + 2)
-    n = len(records)
-    out: dict[str, float | int] = {}
-    for j, k in enumerate(ks):
-        out[f"hr@{k}"] = hr[j] / n
-        out[f"ndcg@{k}"] = ndcg[j] / n / (1.0 / math.log(2))
-    for j, k in enumerate(ks):
-        out[f"collision_aware_hr@{k}"] = ca_hr[j] / n
-        out[f"collision_aware_ndcg@{k}"] = ca_ndcg[j] / n / (1.0 / math.log(2))
-    out.update({"illegal_count": cc, "legality_rate": legal / total if total else 1.0,
-                "duplicate_rows": dup_rows, "rows": n, "beams": beams})
-    return out
+                self.hr[j] += 1
+                self.ndcg[j] += 1 / math.log(rank + 2)
+                self.ca_hr[j] += share
+                self.ca_ndcg[j] += share / math.log(rank + 2)
+
+    def result(self) -> dict:
+        if not self.n:
+            raise ValueError("no rows to score")
+        n, out = self.n, {}
+        for j, k in enumerate(self.ks):
+            out[f"hr@{k}"] = self.hr[j] / n
+            out[f"ndcg@{k}"] = self.ndcg[j] / n / (1.0 / math.log(2))
+        for j, k in enumerate(self.ks):
+            out[f"collision_aware_hr@{k}"] = self.ca_hr[j] / n
+            out[f"collision_aware_ndcg@{k}"] = self.ca_ndcg[j] / n / (1.0 / math.log(2))
+        out.update({"illegal_count": self.cc, "legality_rate": self.legal / self.total if self.total else 1.0,
+                    "duplicate_rows": self.dup_rows, "rows": n, "beams": self.beams})
+        return out
+
+
+def score_records(records: Iterable[dict], info_sids: Sequence[str], ks: Sequence[int] | None = None) -> dict:
+    """Score upstream-format records against the info file's SID column (one entry per catalogue item)."""
+    scorer = Scorer(info_sids, ks)
+    for rec in records:
+        scorer.add(rec)
+    return scorer.result()
 
 
 # ------------------------------------------------------------------ readers
