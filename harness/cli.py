@@ -357,6 +357,9 @@ def profile_run(name: str = typer.Argument(..., help="a name from `harness profi
     holds the profile (committed params.yaml + its overrides); `dvc exp show` lists the run."""
     import subprocess
 
+    from harness.profiles import check_no_interrupted_experiment
+
+    _run(check_no_interrupted_experiment)
     cmd = _run(lambda: _profile_command(name))
     err.print(f"profile {name}: {cmd.count('-S')} params set, running dvc exp run", highlight=False)
     raise typer.Exit(subprocess.run(cmd).returncode)  # noqa: S603 - an argument list, no shell

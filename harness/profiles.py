@@ -135,3 +135,25 @@ def _hydra(value: object) -> str:
     if isinstance(value, list):
         return "[" + ",".join(_hydra(v) for v in value) + "]"
     raise HarnessError(f"profile value {value!r}: only scalars and lists of scalars can be passed to dvc exp run")
+
+
+def check_no_interrupted_experiment(repo_dir: Path = Path(".")) -> None:
+    """Refuse to start a workspace experiment over the remains of an interrupted one.
+
+    A ``dvc exp run`` killed mid-run can leave ``refs/exps/exec/*`` behind and HEAD detached at the
+    baseline. Commits made afterwards then land on the detached HEAD, and the next experiment compares
+    against the wrong baseline, silently. The repair is two git commands, named in the error."""
+    import git
+
+    try:
+        repo = git.Repo(repo_dir, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return  # not a git checkout: dvc exp run will say so itself
+    stale = repo.git.for_each_ref("refs/exps/exec", format="%(refname)").split()
+    if not stale:
+        return
+    head = f"HEAD is detached at {repo.head.commit.hexsha[:7]}" if repo.head.is_detached else "HEAD is on a branch"
+    raise HarnessError(
+        f"{repo.working_dir}: an interrupted `dvc exp run` left {', '.join(stale)} ({head}). If no experiment "
+        "is running: `git branch -f main HEAD && git checkout main` (only if HEAD is detached), then "
+        "`git for-each-ref --format='%(refname)' refs/exps/exec | xargs -n1 git update-ref -d`")

@@ -97,3 +97,28 @@ def test_smollm2_cpu_profile_runs_sft_rl_and_evaluation_on_industrial(shared_ama
     m = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert m["sft"]["legality_rate"] == 1.0 and m["rl"]["legality_rate"] == 1.0 and m["protocol"]["rows"] == 4
     assert m["protocol"]["catalogue_sids"] == 3670  # Industrial's shipped index
+
+
+def test_profile_run_refuses_the_remains_of_an_interrupted_experiment(tmp_path):
+    """An interrupted `dvc exp run` leaves refs/exps/exec/* and a detached HEAD; a new run over them would put
+    the user's next commits on the detached HEAD. `harness profile run` stops first and names the repair."""
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    (tmp_path / "params.yaml").write_text("sft: {}\n")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "profile", "run", "no-such-profile"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "interrupted" not in r.stderr  # a clean repo gets as far as the profile
+    head = git("rev-parse", "HEAD")
+    git("update-ref", "refs/exps/exec/EXEC_BASELINE", head)
+    git("checkout", "-q", "--detach")
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "profile", "run", "embedded"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    message = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "refs/exps/exec/EXEC_BASELINE" in message
+    assert f"HEAD is detached at {head[:7]}" in message and "git branch -f main HEAD" in message
+    assert git("rev-parse", "--abbrev-ref", "HEAD") == "HEAD"  # nothing was changed for the user
