@@ -137,6 +137,9 @@ def _hydra(value: object) -> str:
     raise HarnessError(f"profile value {value!r}: only scalars and lists of scalars can be passed to dvc exp run")
 
 
+RUN_SCOPED_EXEC_REFS = ("EXEC_BASELINE", "EXEC_BRANCH", "EXEC_MERGE")
+
+
 def check_no_interrupted_experiment(repo_dir: Path = Path(".")) -> None:
     """Refuse to start a workspace experiment over the remains of an interrupted one.
 
@@ -149,7 +152,9 @@ def check_no_interrupted_experiment(repo_dir: Path = Path(".")) -> None:
         repo = git.Repo(repo_dir, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         return  # not a git checkout: dvc exp run will say so itself
-    stale = repo.git.for_each_ref("refs/exps/exec", format="%(refname)").split()
+    refs = repo.git.for_each_ref("refs/exps/exec", format="%(refname)").split()
+    # EXEC_HEAD stays after every finished workspace run; the run-scoped refs stay only when a run was cut short
+    stale = [r for r in refs if r.rsplit("/", 1)[-1] in RUN_SCOPED_EXEC_REFS]
     if not stale:
         return
     head = f"HEAD is detached at {repo.head.commit.hexsha[:7]}" if repo.head.is_detached else "HEAD is on a branch"

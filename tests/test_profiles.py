@@ -114,6 +114,10 @@ def test_profile_run_refuses_the_remains_of_an_interrupted_experiment(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "interrupted" not in r.stderr  # a clean repo gets as far as the profile
     head = git("rev-parse", "HEAD")
+    git("update-ref", "refs/exps/exec/EXEC_HEAD", head)  # what every finished workspace run leaves: fine
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "profile", "run", "no-such-profile"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "interrupted" not in r.stderr
     git("update-ref", "refs/exps/exec/EXEC_BASELINE", head)
     git("checkout", "-q", "--detach")
     r = subprocess.run([sys.executable, "-m", "harness.cli", "profile", "run", "embedded"], cwd=tmp_path,
