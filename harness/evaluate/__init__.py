@@ -58,10 +58,14 @@ class ScoredRows:
         self.protocol = {"split": "test", "rows": len(self.rows), "num_beams": self.num_beams,
                          "num_beams_requested": p.num_beams, "catalogue_sids": len(self.catalogue), "sid_level": True}
 
+    def record(self, i: int, pred: list[str], prompt: str | None = None) -> dict:
+        """Row ``i`` in upstream's result format (``prompt``: the text shown as input, if not ours)."""
+        return {"input": self.prompts[i] if prompt is None else prompt, "output": self.targets[i] + "\n",
+                "predict": pred}
+
     def records(self, preds: list[list[str]]) -> list[dict]:
         """Upstream's result format, one object per row in test-split order."""
-        return [{"input": pr, "output": t + "\n", "predict": pred}
-                for pr, t, pred in zip(self.prompts, self.targets, preds)]
+        return [self.record(i, pred) for i, pred in enumerate(preds)]
 
 
 def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/dataset",
@@ -113,6 +117,7 @@ class NativeRun:
         """Write predictions.json (upstream's format, test-split order); the scores and the unconstrained
         comparison. The shard files are removed afterwards."""
         import json
+        import shutil
 
         from harness.decode.constrained import generation_config
         from harness.evaluate.score import Scorer
@@ -132,8 +137,7 @@ class NativeRun:
                     if row != i:
                         raise HarnessError(f"evaluate {self.model}: the {self.processes} shards do not hold test row "
                                            f"{i} where expected (of {len(t.rows)} rows)")
-                    prompt = tok.decode(self.prompts[i]) if self.p.prompts == "upstream" else t.prompts[i]
-                    rec = {"input": prompt, "output": t.targets[i] + "\n", "predict": beams}
+                    rec = t.record(i, beams, tok.decode(self.prompts[i]) if self.p.prompts == "upstream" else None)
                     out.add(rec)
                     scorer.add(rec)
                     if i < n_free:
@@ -144,8 +148,6 @@ class NativeRun:
         finally:
             for f in shards:
                 f.close()
-        import shutil
-
         shutil.rmtree(self.shard_dir, ignore_errors=True)
         gc = generation_config(t.num_beams, self.trie.max_len, tok.eos_token_id, tok.pad_token_id).to_dict()
         generation = {k: gc.get(k) for k in ("num_beams", "num_return_sequences", "do_sample", "temperature",
