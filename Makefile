@@ -1,5 +1,6 @@
 # Two entry points: `make repro` (the pipeline on the embedded default) and `make test`.
 SHELL := /bin/bash
+HERE  := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -41,12 +42,10 @@ submodule-gitdir:
 	  git --git-dir="$$m" remote add origin "$$(git config -f .gitmodules submodule.upstream.url)" && \
 	  echo "prepared $$m for the uninitialised upstream submodule"; fi
 
-# Check out the pinned upstream code (needs access to GitHub), replacing the empty placeholder above.
+# Check out exactly the pinned upstream commit into the submodule. UPSTREAM_URL=<git URL or local path> takes it
+# from a mirror instead of .gitmodules' GitHub URL; files the source lacks are left out as a sparse checkout.
 upstream:
-	@m="$(GITDIR)/modules/upstream"; \
-	if [ -d "$$m" ] && ! git --git-dir="$$m" rev-parse -q --verify HEAD >/dev/null; then \
-	  rm -rf "$$m" upstream/.git; fi
-	git submodule update --init upstream
+	python3 $(HERE)harness/upstream/checkout.py $(if $(UPSTREAM_URL),--url "$(UPSTREAM_URL)")
 
 # The second environment upstream's scripts run in (backend: upstream), from the pinned checkout's own
 # requirements.txt; CUDA-only lines are left out on a machine without CUDA, each one listed with the reason.

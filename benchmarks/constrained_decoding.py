@@ -27,7 +27,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from harness.decode.constrained import BeamResult, SidConstraint, SidTrie, constrained_beam_search, generation_config
-from harness.upstream.provenance import cpu_model
+from harness.provenance import cpu_model
 
 from architectures import ARCHITECTURES, config_model  # beside this script
 

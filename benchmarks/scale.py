@@ -131,7 +131,7 @@ def main() -> None:
         return
     if a.out is None:
         ap.error("--out is required")
-    from harness.upstream.provenance import cpu_model
+    from harness.provenance import cpu_model
 
     doc: dict = {"device": cpu_model(), "beams": a.beams, "batch": a.batch, "catalogue_size": ITEMS,
                  "evaluate": [], "audit": []}

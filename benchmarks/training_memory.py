@@ -214,7 +214,7 @@ def main() -> None:
         return
 
     from harness.profiles import load_profile
-    from harness.upstream.provenance import cpu_model
+    from harness.provenance import cpu_model
 
     profile = load_profile(a.profile, Path(__file__).resolve().parents[1] / "profiles").params
     budgeted = {profile.get("sft", {}).get("mode", "full"), "grpo"}

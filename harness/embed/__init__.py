@@ -16,7 +16,7 @@ from harness.console import console
 from harness.data.schema import Item, read_dataset
 from harness.embed import cache
 from harness.embed.text import item_text
-from harness.errors import HarnessError, ParamsError
+from harness.errors import HarnessError
 from harness.io import atomic_dir, write_json, write_npy
 from harness.params import EmbedParams
 
@@ -30,7 +30,10 @@ def load_npy(path: str | Path, n_items: int) -> np.ndarray:
                 raise HarnessError(f"{path}: not a .npy file (no NumPy header; write it with np.save)")
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise HarnessError(f"{path}: embed.npy file not found") from None
+        from harness.provenance import absent_upstream_file
+
+        absent = absent_upstream_file(path)
+        raise HarnessError(f"{path}: embed.npy file not found" + (f" ({absent})" if absent else "")) from None
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise HarnessError(f"{path}: holds pickled Python objects, which are never loaded; save a numeric "
@@ -76,22 +79,9 @@ def embed_items(items: list[Item], p: EmbedParams, show_progress: bool = True) -
     return arr, {**meta, "cache_key": key, "dim": int(arr.shape[1])}
 
 
-def run_embed(p: EmbedParams, dataset_dir: str | Path = "data/dataset", out_dir: str | Path = "data/embed",
-              allow_unpinned: bool = False) -> dict:
-    """Entry point of the ``embed`` stage (backend upstream: the pinned amazon_text2emb.py on embed.model)."""
+def run_embed(p: EmbedParams, dataset_dir: str | Path = "data/dataset", out_dir: str | Path = "data/embed") -> dict:
+    """Entry point of the ``embed`` stage."""
     ds = read_dataset(Path(dataset_dir))
-    if p.backend == "upstream":
-        from harness.embed.encoder import resolve_model
-        from harness.upstream import stages
-
-        if p.npy:
-            raise ParamsError("params.yaml", "embed.npy", "an existing matrix and backend upstream exclude each "
-                              "other: set embed.npy: null to let upstream's text2emb compute the vectors")
-        with atomic_dir(out_dir) as tmp:
-            arr, meta = stages.embed(p, ds.items, ds.name, resolve_model(p.model), tmp, allow_unpinned)
-            write_npy(tmp / "embeddings.npy", arr)
-            write_json(tmp / "meta.json", meta)
-        return meta
     arr, meta = embed_items(ds.items, p)
     with atomic_dir(out_dir) as tmp:
         write_npy(tmp / "embeddings.npy", arr)

@@ -9,6 +9,7 @@ the number of test rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -68,27 +69,30 @@ class ScoredRows:
         return [self.record(i, pred) for i, pred in enumerate(preds)]
 
 
+# Renders the native decoder's prompts another way (upstream's own evaluation dataset): the token ids of every
+# scored row; the decoder then constrains to that format's answer, "SID" + newline + EOS.
+PromptSource = Callable[["ScoredRows", Path], list[list[int]]]
+# Runs inside the stage's output folder once the native scores exist (cross-scoring): gets that folder, the
+# scored rows, the model folder and the native scores, and returns what to record under scores["upstream"].
+AfterScoring = Callable[[Path, "ScoredRows", Path, dict], dict]
+
+
 def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/dataset",
                  sid_dir: str | Path = "data/sid", model_dir: str | Path | None = None,
-                 out_dir: str | Path | None = None, allow_unpinned: bool = False) -> dict | None:
+                 out_dir: str | Path | None = None, prompt_source: PromptSource | None = None,
+                 after_scoring: AfterScoring | None = None) -> dict | None:
     """Entry point of ``evaluate@<model>``: ``reports/eval/<model>/`` gets ``scores.json`` and, when the model
     exists, upstream-format ``predictions.json``. ``models/rl`` without a model (``rl.enabled: false``) is
     recorded as not scored. Returns None on the non-zero ranks of a launched run.
 
-    ``evaluate.backend``: native (this package's decoder), upstream (the pinned evaluate.py + calc.py), or
-    both: native in the folder itself and upstream's run in ``upstream/`` beside it (cross-scoring)."""
+    The two hooks are how the upstream layer (``evaluate.prompts: upstream``, ``evaluate.backend: both``) adds
+    to this stage without this package knowing about it."""
     model_dir = Path(model_dir or f"models/{model}")
     out_dir = Path(out_dir or f"reports/eval/{model}")
     t = ScoredRows(p, Path(dataset_dir), Path(sid_dir))
-    if model != "sft" and not (model_dir / "config.json").is_file():  # the stage was switched off
-        with atomic_dir(out_dir) as tmp:
-            write_json(tmp / SCORES, {"model": model, "scored": False, "reason": f"{model_dir} holds no model",
-                                      "metrics": None, "protocol": t.protocol})
-        return {"model": model, "scored": False}
-    if p.backend == "upstream":
-        with atomic_dir(out_dir) as tmp:
-            return _upstream_scores(p, t, model, model_dir, tmp, allow_unpinned)
-    native = _native_decode(p, t, model, model_dir, allow_unpinned, out_dir.parent / f".{out_dir.name}.shards")
+    if not model_present(model, model_dir):
+        return record_not_scored(t, model, model_dir, out_dir)
+    native = _native_decode(p, t, model, model_dir, out_dir.parent / f".{out_dir.name}.shards", prompt_source)
     if native is None:  # a non-zero rank of a launched run
         return None
     with atomic_dir(out_dir) as tmp:
@@ -96,10 +100,21 @@ def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/
         write_json(tmp / SCORES, scores)
         if free is not None:
             write_json(tmp / UNCONSTRAINED, free)
-        if p.backend == "both":
-            (tmp / UPSTREAM).mkdir()
-            scores["upstream"] = _upstream_scores(p, t, model, model_dir, tmp / UPSTREAM, allow_unpinned)
+        if after_scoring is not None:
+            scores["upstream"] = after_scoring(tmp, t, model_dir, scores)
     return scores
+
+
+def model_present(model: str, model_dir: Path) -> bool:
+    """The SFT model must exist; models/rl may hold no model (rl.enabled: false)."""
+    return model == "sft" or (model_dir / "config.json").is_file()
+
+
+def record_not_scored(t: "ScoredRows", model: str, model_dir: Path, out_dir: Path) -> dict:
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / SCORES, {"model": model, "scored": False, "reason": f"{model_dir} holds no model",
+                                  "metrics": None, "protocol": t.protocol})
+    return {"model": model, "scored": False}
 
 
 class NativeRun:
@@ -108,9 +123,9 @@ class NativeRun:
     as it goes. Memory stays bounded by the decoder's chunk, not by the number of test rows."""
 
     def __init__(self, p: EvaluateParams, t: ScoredRows, model: str, lm, tokenizer, prompts: list, trie,
-                 as_text, shard_dir: Path, processes: int):
+                 as_text, shard_dir: Path, processes: int, rendered: bool):
         self.p, self.t, self.model, self.lm, self.tokenizer = p, t, model, lm, tokenizer
-        self.prompts, self.trie, self.as_text = prompts, trie, as_text
+        self.prompts, self.trie, self.as_text, self.rendered = prompts, trie, as_text, rendered
         self.shard_dir, self.processes = shard_dir, processes
 
     def merge(self, predictions: Path) -> tuple[dict, dict | None]:
@@ -137,7 +152,7 @@ class NativeRun:
                     if row != i:
                         raise HarnessError(f"evaluate {self.model}: the {self.processes} shards do not hold test row "
                                            f"{i} where expected (of {len(t.rows)} rows)")
-                    rec = t.record(i, beams, tok.decode(self.prompts[i]) if self.p.prompts == "upstream" else None)
+                    rec = t.record(i, beams, tok.decode(self.prompts[i]) if self.rendered else None)
                     out.add(rec)
                     scorer.add(rec)
                     if i < n_free:
@@ -155,7 +170,7 @@ class NativeRun:
                                               "max_new_tokens")}
         scores = {"model": self.model, "scored": True, "evaluator": "native", "metrics": scorer.result(),
                   "protocol": {**t.protocol, "generation": generation, "processes": self.processes,
-                               "dtype": self.p.dtype, "prompts": self.p.prompts}}
+                               "dtype": self.p.dtype, "prompts": "upstream" if self.rendered else "harness"}}
         free = _unconstrained(self.p, t, self.lm, tok, self.prompts, head, self.trie.max_len, self.as_text)
         self.lm = None  # the upstream run of backend both loads the model again, in its own processes
         if torch.cuda.is_available():
@@ -163,8 +178,8 @@ class NativeRun:
         return scores, free
 
 
-def _native_decode(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path, allow_unpinned: bool,
-                   shard_dir: Path) -> NativeRun | None:
+def _native_decode(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path, shard_dir: Path,
+                   prompt_source: PromptSource | None) -> NativeRun | None:
     """The native constrained decoder over this process's rows (every N-th), streamed to its shard file;
     rank 0 gets the run to merge, the other ranks None."""
     import json
@@ -176,10 +191,11 @@ def _native_decode(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path
     state = PartialState(cpu=not torch.cuda.is_available())
     lm, tokenizer = load_model(model_dir, state.device, getattr(torch, p.dtype))
     prompts: list = t.prompts
-    if p.prompts == "upstream":  # upstream's own prompt ids, and its answer format "SID\n" + EOS
-        from harness.upstream import stages
-
-        prompts, _ = stages.export_prompts(t, model_dir, allow_unpinned)
+    if p.prompts == "upstream" and prompt_source is None:
+        raise HarnessError("evaluate.prompts: upstream needs the upstream layer to render them (run the stage "
+                           "through `harness evaluate`)")
+    if prompt_source is not None:  # e.g. upstream's own prompt ids, and its answer format "SID\n" + EOS
+        prompts = prompt_source(t, model_dir)
         trie = catalogue_trie(tokenizer, t.index, model_dir, tokenizer("\n", add_special_tokens=False).input_ids)
         as_text = lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
     else:
@@ -199,7 +215,8 @@ def _native_decode(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    return NativeRun(p, t, model, lm, tokenizer, prompts, trie, as_text, shard_dir, state.num_processes)
+    return NativeRun(p, t, model, lm, tokenizer, prompts, trie, as_text, shard_dir, state.num_processes,
+                     prompt_source is not None)
 
 
 def _unconstrained(p: EvaluateParams, t: ScoredRows, lm, tokenizer, prompts: list, records: list[dict],
@@ -222,20 +239,6 @@ def _unconstrained(p: EvaluateParams, t: ScoredRows, lm, tokenizer, prompts: lis
             "constrained": score_records(records[:n], t.info_sids, t.ks),
             "unconstrained": score_records(free, t.info_sids, t.ks),
             "illegal_examples": illegal[:10]}
-
-
-def _upstream_scores(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path, out: Path,
-                     allow_unpinned: bool) -> dict:
-    """The pinned evaluate.py + calc.py on the same rows; writes predictions.json, scores.json and the logs."""
-    from harness.upstream import stages
-
-    u = stages.evaluate(p, t, model_dir, out, allow_unpinned)
-    scores = {"model": model, "scored": True, "evaluator": "upstream", "metrics": u["metrics"],
-              "upstream_commit": u["upstream_commit"],
-              "protocol": {**t.protocol, "generation": u["generation"], "processes": u["processes"],
-                           "dtype": u["dtype"], "prompts": "upstream"}}
-    write_json(out / SCORES, scores)
-    return scores
 
 
 def run_metrics(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
@@ -278,6 +281,9 @@ def run_metrics(p: EvaluateParams, dataset_dir: str | Path = "data/dataset", sid
             u = read_scores(upstream_path)
             cross[model] = {"metrics": u["metrics"], "upstream_commit": u.get("upstream_commit"),
                             "generation": u["protocol"].get("generation")}
+            agreement_path = upstream_path.with_name("agreement.json")
+            if agreement_path.is_file():
+                cross[model]["agreement"] = json.loads(read_utf8(agreement_path))
     if scored["sft"] is None:
         raise HarnessError(f"{Path(eval_dir) / 'sft' / SCORES}: the SFT model was not scored")
     popular = most_popular(t.dataset.split("train"), t.index, t.num_beams)

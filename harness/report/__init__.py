@@ -16,7 +16,7 @@ from tabulate import tabulate
 from harness.errors import HarnessError
 from harness.io import write_text
 from harness.params import ReportParams
-from harness.upstream.provenance import cpu_model, packages
+from harness.provenance import cpu_model, packages
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "report_templates"
 MODEL_ROWS = (("sft", "SFT (constrained beams)"), ("rl", "SFT + RL (GRPO)"), ("most_popular", "Most popular"),
@@ -266,7 +266,7 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
 
 def _provenance_now() -> dict:
     """Upstream pin and checkout, the harness commit and dirty state when the report was rendered, hardware."""
-    from harness.upstream.provenance import git_record, hardware
+    from harness.provenance import git_record, hardware
 
     try:  # the report's own outputs (removed by DVC before the stage runs) and dvc.lock do not make it dirty
         rec = git_record(dirty_ignores=("reports", "dvc.lock"))
@@ -282,7 +282,7 @@ def _provenance_now() -> dict:
 
 def _upstream_pin() -> str | None:
     """The pinned upstream commit (the gitlink; the same in every clone of a harness commit), or None."""
-    from harness.upstream.provenance import git_record
+    from harness.provenance import git_record
 
     try:
         return git_record()["upstream_pinned"]

@@ -7,6 +7,7 @@ one) is set side by side in ``summary.json`` for the report.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,16 @@ def load_embeddings(embed_dir: Path, n_items: int) -> np.ndarray:
     return emb
 
 
+# Builds the selected method's index another way (the upstream adapter's rq/ scripts): given the embeddings,
+# the dataset and the stage's output folder, it returns the index, the codebook size of each level (or None)
+# and extra fields for summary.json.
+SelectedBuilder = Callable[[np.ndarray, Dataset, Path], tuple[dict, list[int] | None, dict]]
+
+
 def run_sid(p: SidParams, dataset_dir: str | Path = "data/dataset", embed_dir: str | Path = "data/embed",
-            out_dir: str | Path = "data/sid", allow_unpinned: bool = False) -> dict:
-    """Entry point of the ``sid`` stage."""
+            out_dir: str | Path = "data/sid", build_selected: SelectedBuilder | None = None) -> dict:
+    """Entry point of the ``sid`` stage (``build_selected``: the index of ``sid.method`` comes from there; the
+    other methods of ``sid.compare`` are still built here)."""
     ds: Dataset = read_dataset(Path(dataset_dir))
     if p.method == "shipped" and ds.sid_index is None:
         raise ParamsError("params.yaml", "sid.method", "'shipped' needs a data source that ships an index.json")
@@ -75,15 +83,12 @@ def run_sid(p: SidParams, dataset_dir: str | Path = "data/dataset", embed_dir: s
     built = [m for m in methods if m != "shipped"]
     emb = load_embeddings(Path(embed_dir), len(ds.items)) if built else None
     with atomic_dir(out_dir) as tmp:
-        comparison, chosen, upstream_run = [], None, None
+        comparison, chosen, extra = [], None, {}
         for method in methods:
             if method == "shipped":
                 index, sizes = dict(ds.sid_index), None
-            elif method == p.method and p.backend == "upstream":  # the other methods are still built here
-                from harness.upstream import stages
-
-                index, upstream_run = stages.sid(p, emb, ds.name, len(ds.items), tmp, allow_unpinned)
-                sizes = None
+            elif method == p.method and build_selected is not None:
+                index, sizes, extra = build_selected(emb, ds, tmp)
             else:
                 codes = build_codes(emb, method, p, tmp / "checkpoints")
                 index = {it.id: codes_to_tokens(codes[it.id]) for it in ds.items}
@@ -95,10 +100,9 @@ def run_sid(p: SidParams, dataset_dir: str | Path = "data/dataset", embed_dir: s
             comparison.append({"method": "shipped", "selected": False, **sid_quality(ds.sid_index, ds.items)})
         index, sizes = chosen
         summary = {"method": p.method, "backend": p.backend, **comparison[0], "comparison": comparison}
-        if upstream_run is not None:
-            summary["upstream_commit"] = upstream_run["upstream_commit"]
         if p.method != "shipped":
             summary.update({"levels": p.levels, "codebook_size": p.codebook_size, "codebook_size_per_level": sizes})
+        summary.update(extra)
         write_index_json(tmp / "index.json", index)
         write_upstream_dir(ds, tmp / "upstream", ds.name, index)
         write_json(tmp / "summary.json", summary)

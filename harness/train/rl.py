@@ -26,6 +26,7 @@ from harness.params import RlParams
 from harness.prompts import next_sid_prompt, title_to_sid_prompt
 from harness.sid.tokens import history_sids, sid_string
 from harness.train.rewards import make_rewards
+from harness.train.tokenizer import save_tokenizer
 
 TRAINING_LOG = "training_log.json"
 
@@ -84,8 +85,7 @@ def make_rollout(tokenizer, trie, g: int):
 
 
 def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-           sft_dir: str | Path = "models/sft", out_dir: str | Path = "models/rl",
-           allow_unpinned: bool = False) -> dict | None:
+           sft_dir: str | Path = "models/sft", out_dir: str | Path = "models/rl") -> dict | None:
     """Entry point of the ``rl`` stage: GRPO from the SFT model into an HF model folder."""
     from transformers import PrinterCallback, set_seed
     from trl import GRPOTrainer
@@ -101,12 +101,6 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         with atomic_dir(out_dir) as tmp:
             write_json(tmp / TRAINING_LOG, {"enabled": False})
         return {"enabled": False}
-    if p.backend == "upstream":
-        from harness.upstream import stages
-
-        with atomic_dir(out_dir) as tmp:
-            return stages.rl(p, read_dataset(Path(dataset_dir)).name, Path(sid_dir), Path(sft_dir), tmp,
-                             allow_unpinned)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
     ds = read_dataset(Path(dataset_dir))
     index = read_index_json(Path(sid_dir) / "index.json", len(ds.items))
@@ -170,7 +164,7 @@ def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str |
         final = final.merge_and_unload().to(torch.float32)
     with atomic_dir(out_dir) as tmp:
         final.save_pretrained(str(tmp))  # weights, config and generation config; no training_args pickle
-        tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
         write_json(tmp / TRAINING_LOG, log)
     shutil.rmtree(ckpt_dir.parent, ignore_errors=True)  # this run's and any stale runs' checkpoints
     return log

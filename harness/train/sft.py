@@ -71,15 +71,26 @@ def tokenizer_corpus(ds: Dataset) -> list[str]:
     return list(TEMPLATES) * 50 + [f"{it.title}. {it.brand}. {it.category}." for it in ds.items]
 
 
-def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-            out_dir: str | Path = "models/sft", allow_unpinned: bool = False) -> dict | None:
-    """Entry point of the ``sft`` stage: writes an HF model folder with its tokenizer and training log."""
-    if p.backend == "upstream":
-        from harness.upstream import stages
+def write_scratch_base(p: SftParams, ds: Dataset, out: Path) -> Path:
+    """The scratch model as a base-model folder (config-initialised weights and the trained tokenizer, without SID
+    tokens), for trainers that take a pretrained directory, e.g. upstream's sft.py (which adds the SID tokens
+    itself, as it does to Qwen2.5): upstream's "from scratch" setting on this project's scratch model."""
+    from harness.train.model import scratch_model
+    from harness.train.tokenizer import save_tokenizer, train_tokenizer
 
-        name = read_dataset(Path(dataset_dir)).name
-        with atomic_dir(out_dir) as tmp:
-            return stages.sft(p, name, Path(sid_dir), tmp, allow_unpinned)
+    tokenizer = train_tokenizer(tokenizer_corpus(ds), p.model.tokenizer_vocab_size, [], p.model.architecture)
+    model = scratch_model(p.model, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id,
+                          max(p.max_length, 1024), p.seed)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(out))
+    save_tokenizer(tokenizer, out)
+    return out
+
+
+def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
+            out_dir: str | Path = "models/sft") -> dict | None:
+    """Entry point of the ``sft`` stage: writes an HF model folder with its tokenizer and training log."""
     from transformers import set_seed
     from trl import SFTTrainer
 
@@ -90,7 +101,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
     from harness.train.callbacks import RichProgress
     from harness.train.checkpoints import checkpoint_dir, last_complete_checkpoint
     from harness.train.model import pretrained_model, scratch_model
-    from harness.train.tokenizer import train_tokenizer
+    from harness.train.tokenizer import save_tokenizer, train_tokenizer
 
     if not any(p.tasks.model_dump().values()):
         raise HarnessError("sft.tasks: every task is switched off")
@@ -104,7 +115,8 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
 
     set_seed(p.seed)
     if p.model.source == "scratch":
-        tokenizer = train_tokenizer(tokenizer_corpus(ds), p.model.tokenizer_vocab_size, vocabulary(index))
+        tokenizer = train_tokenizer(tokenizer_corpus(ds), p.model.tokenizer_vocab_size, vocabulary(index),
+                                    p.model.architecture)
         model = scratch_model(p.model, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id,
                               p.max_length, p.seed)
     else:
@@ -154,7 +166,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str
         final.generation_config.eos_token_id = tokenizer.eos_token_id
         final.generation_config.pad_token_id = tokenizer.pad_token_id
         final.save_pretrained(str(tmp))  # weights, config and generation config; no training_args pickle
-        tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
         write_json(tmp / TRAINING_LOG, log)
     shutil.rmtree(ckpt_dir.parent, ignore_errors=True)  # this run's and any stale runs' checkpoints
     return log

@@ -1,10 +1,13 @@
-"""Provenance: which upstream commit is pinned and which is checked out, the harness's own commit, and the
-packages and hardware a run used.
+"""Provenance: which upstream commit is pinned and which is checked out (and which of its files the checkout
+lacks), the harness's own commit, and the packages and hardware a run used.
 
 Read with GitPython. The pin is the gitlink recorded in the harness's HEAD commit, so a staged but
 uncommitted pin change shows up as a dirty harness, never as the pin. An ``upstream/`` without a commit
 checked out (not initialised, or only the empty placeholder ``make submodule-gitdir`` prepares) counts as
-absent.
+absent. Files the checkout's source did not have are left out of the work tree as a sparse checkout
+(``make upstream``, harness/upstream/checkout.py); git marks them skip-worktree, and they are listed here.
+
+This module is native: the report and the CLI read it, and the upstream layer builds on it.
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ def git_record(root: Path = Path("."), dirty_ignores: tuple[str, ...] = ()) -> d
     top = Path(repo.working_tree_dir)
     head = repo.head.commit if repo.head.is_valid() else None
     pinned = _gitlink(repo, head)
-    checked_out, dirty = _submodule_state(top / SUBMODULE)
+    checked_out, dirty, absent = _submodule_state(top / SUBMODULE)
     return {
         "upstream_pinned": pinned,
         "upstream_checked_out": checked_out,
         "upstream_initialised": checked_out is not None,
         "upstream_dirty": dirty,
+        "upstream_absent_files": absent,
         "upstream_matches_pin": checked_out is not None and checked_out == pinned,
         "harness_commit": head.hexsha if head else None,
         "harness_dirty": _dirty(repo, dirty_ignores),
@@ -64,19 +68,42 @@ def _gitlink(repo, head) -> str | None:
     return entry.hexsha if entry.type == "submodule" else None
 
 
-def _submodule_state(path: Path) -> tuple[str | None, bool | None]:
-    """(checked-out commit, dirty) of the submodule, or (None, None) when nothing is checked out there."""
+def _submodule_state(path: Path) -> tuple[str | None, bool | None, list[str] | None]:
+    """(checked-out commit, dirty, absent files) of the submodule, or Nones when nothing is checked out."""
     from git import InvalidGitRepositoryError, NoSuchPathError, Repo
 
     if not (path / ".git").exists():
-        return None, None
+        return None, None, None
     try:
         sub = Repo(path)
     except (InvalidGitRepositoryError, NoSuchPathError):
-        return None, None
+        return None, None, None
     if not sub.head.is_valid():  # the empty placeholder repository: no commit checked out
-        return None, None
-    return sub.head.commit.hexsha, sub.is_dirty(untracked_files=True)
+        return None, None, None
+    absent = [line[2:] for line in sub.git.ls_files("-t").splitlines() if line.startswith("S ")]
+    return sub.head.commit.hexsha, sub.is_dirty(untracked_files=True), absent
+
+
+def absent_upstream_file(path: str | Path, prefix: str = "", root: Path = Path(".")) -> str | None:
+    """Why ``path`` (a file, or a folder holding files whose names start with ``prefix``) is missing, when it is
+    part of the pinned upstream tree that this checkout left out (its source lacked it: ``make upstream``
+    checks such files out sparsely); None otherwise."""
+    try:
+        top = (root / SUBMODULE).resolve()
+        rel = Path(path).expanduser().resolve().relative_to(top).as_posix()
+    except (ValueError, OSError):
+        return None
+    try:
+        absent = git_record(root)["upstream_absent_files"] or []
+    except HarnessError:
+        return None
+    hits = [f for f in absent if f == rel or (f.startswith(rel.rstrip("/") + "/")
+                                             and f.rsplit("/", 1)[-1].startswith(prefix))]
+    if not hits:
+        return None
+    return (f"{SUBMODULE}/{hits[0]} is absent from this checkout of upstream: the source `make upstream` took it from "
+            "lacks it, so it was left out (sparse checkout; `harness provenance` lists every absent file). Check out "
+            "from a complete source (`make upstream UPSTREAM_URL=...`) or use another input")
 
 
 def packages() -> dict[str, str | None]:
@@ -125,19 +152,3 @@ def provenance(root: Path = Path(".")) -> dict:
     """The whole record ``harness provenance --json`` prints and the report embeds."""
     return {**git_record(root), "python": platform.python_version(), "python_executable": sys.executable,
             "platform": platform.platform(), "packages": packages(), "hardware": hardware()}
-
-
-def require_pinned(record: dict, allow_unpinned: bool = False) -> None:
-    """Refuse to run upstream code that is absent, not the pinned commit, or locally modified."""
-    if not record["upstream_initialised"]:
-        raise HarnessError("upstream/ is not checked out: run `git submodule update --init upstream` (or `make "
-                           f"upstream`) to get the pinned commit {record['upstream_pinned']}")
-    if allow_unpinned:
-        return
-    if not record["upstream_matches_pin"]:
-        raise HarnessError(f"upstream/ is at {record['upstream_checked_out']}, not the pinned "
-                           f"{record['upstream_pinned']}: run `git submodule update upstream`, or pass "
-                           "--allow-unpinned to run it anyway (the report then names the commit that ran)")
-    if record["upstream_dirty"]:
-        raise HarnessError("upstream/ has local modifications: the numbers would not be the pinned code's; "
-                           "revert them (git -C upstream status) or pass --allow-unpinned")

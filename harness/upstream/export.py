@@ -1,0 +1,46 @@
+"""The sid stage's upstream-layout export (``data/sid/upstream/``) as upstream's training scripts read it: the
+file each one needs, and the SID depth their datasets assume."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from harness.data.upstream_format import UPSTREAM_SUFFIX, read_index_json
+from harness.errors import HarnessError, ParamsError
+from harness.upstream import source
+
+PARAMS = "params.yaml"
+
+
+def upstream_files(sid_dir: Path, category: str) -> dict[str, Path]:
+    """The upstream-layout export the sid stage writes (train/valid/test CSVs, info, index, item)."""
+    base = Path(sid_dir) / "upstream"
+    files = {"index": base / "index" / f"{category}.index.json", "item": base / "index" / f"{category}.item.json",
+             "info": base / "info" / f"{category}{UPSTREAM_SUFFIX}.txt"}
+    files.update({s: base / s / f"{category}{UPSTREAM_SUFFIX}.csv" for s in ("train", "valid", "test")})
+    return files
+
+
+def require(files: dict[str, Path], keys: tuple[str, ...], stage: str) -> None:
+    for key in keys:
+        if not files[key].is_file():
+            why = " (data.upstream.valid_as_train moved the valid rows into training; upstream needs a valid CSV " \
+                  "for its evaluation and model selection)" if key == "valid" else ""
+            raise HarnessError(f"{stage}: backend upstream needs {files[key]}{why}")
+
+
+def three_level_sids(index_path: Path, stage: str) -> dict:
+    """Upstream's data.py builds its title/SID tasks from ``sids[0] + sids[1] + sids[2]`` and skips shorter SIDs:
+    any other SID depth is refused; a dedup level (4 tokens for colliding items) is recorded."""
+    index = read_index_json(index_path)
+    lengths = Counter(len(t) for t in index.values())
+    where = source.line_of("data.py", "combined_sid = sids[0] + sids[1] + sids[2]")
+    if any(n < 3 for n in lengths) or lengths.most_common(1)[0][0] != 3:
+        raise ParamsError(PARAMS, "sid.levels", f"the index has SIDs of {dict(sorted(lengths.items()))} tokens; "
+                          f"upstream's {where} reads exactly 3 levels (shorter SIDs are skipped, longer ones cut), so "
+                          f"{stage}.backend: upstream needs sid.levels: 3")
+    longer = sum(c for n, c in lengths.items() if n > 3)
+    return {"sid_dedup_level": {"params": f"{longer} items with a 4th (dedup) token",
+                                "upstream": f"its title/SID tasks use the first 3 tokens only ({where})"}} \
+        if longer else {}
