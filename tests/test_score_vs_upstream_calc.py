@@ -21,7 +21,7 @@ CALC = REPO / "upstream" / "calc.py"
 
 def _upstream_calc():
     if not CALC.is_file():
-        pytest.skip("upstream/calc.py not checked out (run `make upstream` where GitHub is reachable)")
+        pytest.skip("upstream/calc.py not checked out (run `make upstream`, with UPSTREAM_URL=<mirror> off GitHub)")
     sys.modules.setdefault("fire", types.SimpleNamespace(Fire=lambda f: None))  # calc.py only needs fire.Fire
     spec = importlib.util.spec_from_file_location("upstream_calc", CALC)
     mod = importlib.util.module_from_spec(spec)

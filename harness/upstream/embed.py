@@ -34,6 +34,14 @@ def text2emb_command(p: EmbedParams, python: str, model_dir: Path, root: Path, c
                     "--max_sent_len", str(p.upstream.max_sent_len)], cwd="rq/text2emb")
 
 
+def _max_positions(model_dir: Path) -> int | None:
+    import json
+
+    cfg = Path(model_dir) / "config.json"
+    value = json.loads(cfg.read_text(encoding="utf-8")).get("max_position_embeddings") if cfg.is_file() else None
+    return value if isinstance(value, int) else None
+
+
 def embeddings_file(root: Path, category: str) -> Path:
     return root / f"{category}.emb-{EMB_NAME}-td.npy"
 
@@ -46,6 +54,11 @@ def run(p: EmbedParams, dataset_dir: str | Path = "data/dataset", out_dir: str |
                           "other: set embed.npy: null to let upstream's text2emb compute the vectors")
     ds = read_dataset(Path(dataset_dir))
     model_dir = resolve_model(p.model)
+    positions = _max_positions(model_dir)
+    if positions is not None and p.upstream.max_sent_len > positions:
+        raise ParamsError("params.yaml", "embed.upstream.max_sent_len", f"{p.upstream.max_sent_len} tokens, but the "
+                          f"encoder has {positions} positions: {source.line_of(SCRIPT, 'max_length=args.max_sent_len')} "
+                          "pads every batch to its longest text, cut at this length, so a longer text crashes there")
     record, python, started = begin("embed", allow_unpinned)
     skipped = not_passed(p, FIXED)
     warn_not_passed("embed", skipped)

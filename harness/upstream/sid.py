@@ -107,11 +107,16 @@ def commands(p: SidParams, python: str, root: Path, category: str, dim: int, dev
 
 def generate_indices_plus(p: SidParams, python: str, root: Path, category: str, dim: int, ckpt: Path,
                           device: str) -> Command:
-    """generate_indices_plus.py: writes {dirname(data_path)}/{category}.index.json (1-based + dedup level). Its
-    bare torch.load needs the ``torch_load_namespace`` shim under torch 2.6 (see shims/sitecustomize.py)."""
+    """generate_indices_plus.py: writes {dirname(data_path)}/{category}.index.json (1-based + dedup level).
+
+    Its bare ``torch.load`` cannot read the checkpoint under torch 2.6's ``weights_only=True`` default: rq/trainer.py
+    saves it with pickle protocol 4 and an ``argparse.Namespace`` inside, which the weights-only unpickler refuses
+    ("Unsupported operand 149"), so RQ-Kmeans+ never produces an index. ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``
+    restores torch's old default for this one process: the file it loads was written moments before by
+    rqkmeans_plus.py, in this run's private scratch folder."""
     return Command([python, "generate_indices_plus.py", "--data_path", str(_embeddings(root, category).resolve()),
                     "--ckpt_path", str(ckpt.resolve()), "--num_emb_list", *[str(p.codebook_size)] * p.levels,
-                    "--e_dim", str(dim), "--device", device], cwd="rq", shims=("torch_load_namespace",))
+                    "--e_dim", str(dim), "--device", device], cwd="rq", env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
 
 
 def output(p: SidParams, root: Path, category: str) -> Path:
