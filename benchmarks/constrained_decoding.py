@@ -8,9 +8,14 @@ absolute times, are what carry across machines).
     upstream's evaluate.py constrains (written here for the measurement, not copied);
 (b) vectorised_hf:  ``generate`` with this project's vectorised logits processor;
 (c) project:        the decoder the ``evaluate`` stage uses (``constrained_beam_search``);
-(d) unconstrained:  plain ``generate`` beam search, for reference.
+(d) unconstrained:  plain ``generate`` beam search, for reference;
+(e) upstream:       upstream's own ``ConstrainedLogitsProcessor``, imported from the checked-out ``upstream/``
+    LogitProcessor.py at run time (never copied), keyed the way its evaluate.py builds the table: the prompt's
+    last three tokens (a fixed three-token answer marker ends every prompt here), then the generated prefix.
+    Skipped, with the reason, when ``upstream/`` is not checked out; the JSON names the commit that ran.
 (a), (b) and (c) must return the same ranked beams on every row (scores tied within 1e-6 may swap); the
-script fails otherwise. Default workload: a catalogue shaped like Industrial's (3,686 three-level SIDs, 48
+script fails otherwise. (e) fails open (an unknown prefix keeps every token, at -1e6), so its rows are
+compared and counted rather than required to match. Default workload: a catalogue shaped like Industrial's (3,686 three-level SIDs, 48
 first-level codes), 8 prompts x 50 beams per batch, prompts of ~60 tokens, a ~50k-token vocabulary, and a
 config-initialised Llama (random weights: time does not depend on weight values).
 """
@@ -27,7 +32,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from harness.decode.constrained import BeamResult, SidConstraint, SidTrie, constrained_beam_search, generation_config
-from harness.provenance import cpu_model
+from harness.provenance import cpu_model, git_record
 
 from architectures import ARCHITECTURES, config_model  # beside this script
 
@@ -52,6 +57,41 @@ class PrefixLookup(LogitsProcessor):
             allowed = self.table.get("-".join(str(t) for t in ids.tolist()), [self.eos_id])
             mask[row, allowed] = 0.0
         return scores + mask
+
+
+MARKER_LEN = 3  # upstream's evaluate.py keys its first step on the prompt's last three tokens
+
+
+def upstream_processor_factory(seqs: list[list[int]], eos: int, marker: list[int], beams: int, checkout: Path):
+    """A fresh upstream ``ConstrainedLogitsProcessor`` per batch (it counts steps), from the checkout's own module,
+    with the prefix table built as its evaluate.py builds it: the answer marker + SID + EOS, the first key the
+    marker's three tokens, every later key the generated tokens so far."""
+    import sys
+
+    sys.path.insert(0, str(checkout))
+    try:
+        from LogitProcessor import ConstrainedLogitsProcessor  # upstream's module, imported at run time
+    finally:
+        sys.path.remove(str(checkout))
+    table: dict[str, set[int]] = {}
+    for s in seqs:
+        ids = marker + s + [eos]
+        for i in range(MARKER_LEN, len(ids)):
+            key = "-".join(map(str, ids[:i] if i == MARKER_LEN else ids[MARKER_LEN:i]))
+            table.setdefault(key, set()).add(ids[i])
+    allowed = {k: sorted(v) for k, v in table.items()}
+
+    def make(_width: int):
+        return ConstrainedLogitsProcessor(prefix_allowed_tokens_fn=lambda _b, ids: allowed.get(
+            "-".join(map(str, ids)), []), num_beams=beams, base_model="qwen")
+    return make
+
+
+def upstream_agreement(ours: list[BeamResult], theirs: list[BeamResult], catalogue: set[tuple[int, ...]]) -> dict:
+    """Rows where upstream's ranked beams equal the project's, and rows where upstream let a beam out (H2)."""
+    same = sum(1 for a, b in zip(ours, theirs) if a.sequences == b.sequences)
+    leaked = sum(1 for b in theirs if any(tuple(s) not in catalogue for s in b.sequences))
+    return {"rows": len(ours), "identical_rows": same, "rows_with_illegal_beams": leaked}
 
 
 def workload(items: int, first_codes: int, codes: int, vocab: int, rows: int, prompt_len: int, seed: int):
@@ -121,13 +161,21 @@ def main() -> None:
     ap.add_argument("--beams", type=int, default=50)
     ap.add_argument("--prompt-len", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["upstream_style", "vectorised_hf", "unconstrained"])
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["upstream_style", "vectorised_hf", "unconstrained", "upstream"])
+    ap.add_argument("--upstream-dir", type=Path, default=Path(__file__).resolve().parents[1] / "upstream")
     args = ap.parse_args()
     eos, pad = 2, 0
     model = config_model(args.model, args.vocab, eos, pad, 512, args.seed).to(args.device, getattr(torch, args.dtype))
     model.eval()
     seqs, prompts = workload(args.items, args.first_codes, args.codes, args.vocab, args.rows, args.prompt_len,
                              args.seed)
+    marker = [3, 4, 5]  # every prompt ends with the same answer marker, as upstream's "### Response:\n"
+    prompts = [p + marker for p in prompts]
+    upstream_note = None
+    if "upstream" not in args.skip and not (args.upstream_dir / "LogitProcessor.py").is_file():
+        upstream_note = f"skipped: {args.upstream_dir}/LogitProcessor.py not found (make upstream)"
+        args.skip.append("upstream")
     trie = SidTrie(seqs, eos, args.vocab)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
@@ -149,6 +197,9 @@ def main() -> None:
                                               args.batch, eos, pad, trie.max_len),
         "unconstrained": lambda: run_generate(model, prompts, None, args.beams, args.batch, eos, pad, trie.max_len),
     }
+    if "upstream" not in args.skip:
+        make = upstream_processor_factory(seqs, eos, marker, args.beams, args.upstream_dir)
+        runs["upstream"] = lambda: run_generate(model, prompts, make, args.beams, args.batch, eos, pad, trie.max_len)
     for name, fn in runs.items():
         if name in args.skip:
             continue
@@ -159,6 +210,12 @@ def main() -> None:
                                  results[name])
               for name in ("vectorised_hf", "project") if name in results}
     identical = all(ok for ok, _ in checks.values())
+    upstream = None
+    if "upstream" in results:
+        rec = git_record(args.upstream_dir.parent)
+        upstream = {**upstream_agreement(results["project"], results["upstream"], {tuple(s) for s in seqs}),
+                    "seconds": seconds["upstream"], "speedup_of_project": seconds["upstream"] / seconds["project"],
+                    "upstream_commit": rec["upstream_checked_out"], "matches_pin": rec["upstream_matches_pin"]}
     doc = {
         "upstream_style_s": seconds.get("upstream_style"), "vectorised_hf_s": seconds.get("vectorised_hf"),
         "project_s": seconds["project"], "unconstrained_s": seconds.get("unconstrained"),
@@ -173,9 +230,10 @@ def main() -> None:
         "rows": args.rows, "batch": args.batch, "beams": args.beams, "catalogue_size": len(seqs),
         "first_level_codes": args.first_codes, "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts),
         "users_per_second_project": args.rows / seconds["project"], "torch": torch.__version__,
+        "upstream": upstream or upstream_note,
     }
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps({k: doc[k] for k in ("speedup_vs_upstream_style", "identical_outputs")}))
+    print(json.dumps({k: doc[k] for k in ("speedup_vs_upstream_style", "identical_outputs", "upstream")}))
     if not identical:
         raise SystemExit(f"decoders disagree: {doc['mismatch']}")
 

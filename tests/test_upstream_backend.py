@@ -376,7 +376,7 @@ def test_data_embed_and_sid_stages_from_the_fake_scripts(checkout, tmp_path):
     assert summary["upstream"]["upstream_commit"] and "TZ UTC" in (
         checkout / "data/dataset/upstream_logs/preprocess.log").read_text()
 
-    meta_out = backends.run("embed", EmbedParams(backend="upstream", model=str(encoder)))
+    meta_out = backends.run("embed", EmbedParams(backend="upstream", model=str(encoder), upstream={"max_sent_len": 64}))
     assert meta_out["source"] == "upstream" and meta_out["dim"] == 8
     assert meta_out["upstream"]["not_passed"]["dtype"]["upstream"].startswith("always loads the encoder in float16")
 

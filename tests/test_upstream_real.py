@@ -128,8 +128,9 @@ def test_each_upstream_sid_builder_writes_an_index_the_pipeline_reads(industrial
 
 def test_sft_py_trains_and_its_model_is_scored_by_evaluate_py_and_the_native_decoder(industrial, at_repo, tmp_path):
     """The real sft.py (bf16 on the CPU through the recorded shim) from the scratch Qwen2-style model, on the valid
-    split as its train *and* eval file (upstream needs one), then evaluate.backend both with upstream's prompts:
-    calc.py agrees with harness score, and the two decoders' Top-K are compared row by row."""
+    split as training data (the train CSV then stands in for its --eval_file, recorded), then evaluate.backend both
+    with upstream's prompts: calc.py agrees with harness score, and the two decoders' Top-K are compared row by
+    row."""
     from harness.data.upstream_format import read_index_json, write_upstream_dir
     from harness.data.schema import read_dataset
 
@@ -140,9 +141,6 @@ def test_sft_py_trains_and_its_model_is_scored_by_evaluate_py_and_the_native_dec
     (work / "data/sid").mkdir(parents=True)
     shutil.copy(industrial / "data/dataset" / "sid_index.json", work / "data/sid/index.json")
     write_upstream_dir(ds, work / "data/sid/upstream", ds.name, index)
-    valid = work / "data/sid/upstream/valid"
-    valid.mkdir(exist_ok=True)
-    shutil.copy(work / f"data/sid/upstream/train/{ds.name}_5_2016-10-2018-11.csv", valid)
     p = SftParams(backend="upstream", model=QWEN2_TINY, epochs=1, batch_size=8, max_length=256,
                   learning_rate=1e-3, upstream={"sample": 32})
     log = backends.run("sft", p, work / "data/dataset", work / "data/sid", work / "models/sft")
@@ -150,6 +148,8 @@ def test_sft_py_trains_and_its_model_is_scored_by_evaluate_py_and_the_native_dec
     run = json.loads((work / "models/sft/upstream_run.json").read_text())
     assert run["commands"][0]["shims"] == ["cpu_bf16"] and run["exit_codes"] == [0]
     assert "sft.py:" in run["not_passed"]["bf16"]["upstream"]
+    assert run["commands"][0]["argv"][run["commands"][0]["argv"].index("--eval_file") + 1].endswith(
+        "train/Industrial_and_Scientific_5_2016-10-2018-11.csv") and "valid_split" in run["not_passed"]
     _clean()
 
     e = EvaluateParams(backend="both", prompts="upstream", num_beams=5, max_rows=16, num_processes=2,

@@ -215,6 +215,10 @@ def extra_sections(p: ReportParams, metrics: dict, data_summary: dict, sid_summa
         "paper_methods": tables.paper_methods_table(cmp) if cmp["available"] else None,
         "reproductions": tables.reproductions_table(cmp) if cmp["available"] else None,
         "decoding": tables.decoding_table(metrics["decoding"]) if metrics.get("decoding") else None,
+        "agreement": tables.agreement_table(metrics.get("upstream_evaluate", {})),
+        "agreement_notes": {m: {k: c["agreement"].get(k) for k in ("rows", "identical_share", "top1_agreement",
+                                                                    "native_dtype", "upstream_dtype", "skipped")}
+                            for m, c in metrics.get("upstream_evaluate", {}).items() if c.get("agreement")},
         "significance": sig,
         "significance_table": tables.significance_table(sig) if sig else None,
         "experiments": experiments.experiment_rows(runs) if len(runs) > 1 else None,

@@ -56,6 +56,31 @@ def decoding_table(decoding: dict) -> Table:
     return header, rows
 
 
+AGREEMENT_CAUSES = {
+    "identical": "the same ranked Top-K",
+    "fail_open": "H2: upstream's constraint let a beam out of the catalogue",
+    "inherited_sampling": "H1: the model's generation_config asks for sampling, which evaluate.py inherits",
+    "tie": "tie: the two items score within 1e-5 in fp32",
+    "precision": "precision: fp32 ranks the native item higher; upstream decodes in bf16",
+    "native_search": "search: upstream found an item scoring higher in fp32 that the native beams pruned",
+    "upstream_search": "search: the native item scores higher at the same precision; upstream's beams pruned it",
+}
+
+
+def agreement_table(cross: dict) -> Table | None:
+    """The native and upstream decoders' Top-K compared row by row (evaluate.backend both), one row per class."""
+    header = ["model", "class", "rows", "share", "cause"]
+    rows = []
+    for model, c in cross.items():
+        a = c.get("agreement")
+        if not a or "classes" not in a:
+            continue
+        for cls, n in a["classes"].items():
+            if n or cls == "identical":
+                rows.append([model.upper(), cls, str(n), _f(n / a["rows"]), AGREEMENT_CAUSES[cls]])
+    return (header, rows) if rows else None
+
+
 def significance_table(sig: dict) -> Table:
     header = ["K", "rows", "SFT hits", "SFT+RL hits", "only SFT", "only SFT+RL", "sign test p",
               "ΔNDCG (RL − SFT)", "95% CI (bootstrap)", "bootstrap p"]

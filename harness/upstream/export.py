@@ -22,12 +22,20 @@ def upstream_files(sid_dir: Path, category: str) -> dict[str, Path]:
     return files
 
 
-def require(files: dict[str, Path], keys: tuple[str, ...], stage: str) -> None:
+def require(files: dict[str, Path], keys: tuple[str, ...], stage: str) -> dict:
+    """Every file ``stage``'s script reads must be in the export. Without a valid split (data.upstream.valid_as_train
+    trains on it), the train CSV stands in for ``--eval_file``, and the returned note says what that changes."""
+    note = {}
+    if "valid" in keys and not files["valid"].is_file() and files["train"].is_file():
+        files["valid"] = files["train"]
+        note = {"valid_split": {"params": "none (the valid rows are training data: data.upstream.valid_as_train)",
+                                "upstream": "reads --eval_file for its eval loss (sft.py also selects its checkpoint "
+                                            "and stops early on it); the train CSV is passed there instead"}}
     for key in keys:
         if not files[key].is_file():
-            why = " (data.upstream.valid_as_train moved the valid rows into training; upstream needs a valid CSV " \
-                  "for its evaluation and model selection)" if key == "valid" else ""
-            raise HarnessError(f"{stage}: backend upstream needs {files[key]}{why}")
+            raise HarnessError(f"{stage}: backend upstream needs {files[key]} (the sid stage's upstream-layout "
+                               "export)")
+    return note
 
 
 def three_level_sids(index_path: Path, stage: str) -> dict:

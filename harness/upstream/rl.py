@@ -95,10 +95,10 @@ def run(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Pa
     ds = read_dataset(Path(dataset_dir))
     source.need_category(SCRIPT, ds.name, "rl.backend")
     files = upstream_files(Path(sid_dir), ds.name)
-    require(files, ("train", "valid", "info", "index", "item"), "rl")
+    stand_in = require(files, ("train", "valid", "info", "index", "item"), "rl")
     needs_gpu()
     refuse(p, len(ds.split("train")))
-    skipped = {**not_passed(p, fixed(p)), **three_level_sids(files["index"], "rl")}
+    skipped = {**not_passed(p, fixed(p)), **three_level_sids(files["index"], "rl"), **stand_in}
     record, python, started = begin("rl", allow_unpinned)
     warn_not_passed("rl", skipped)
     zero2 = Path("upstream/config/zero2_opt.yaml") if p.distributed == "zero2" and p.num_processes > 1 else None

@@ -85,8 +85,8 @@ def run(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | P
     ds = read_dataset(Path(dataset_dir))
     source.need_category(SCRIPT, ds.name, "sft.backend")
     files = upstream_files(Path(sid_dir), ds.name)
-    require(files, ("train", "valid", "index", "item"), "sft")
-    skipped = {**not_passed(p, fixed(p)), **three_level_sids(files["index"], "sft")}
+    stand_in = require(files, ("train", "valid", "index", "item"), "sft")
+    skipped = {**not_passed(p, fixed(p)), **three_level_sids(files["index"], "sft"), **stand_in}
     record, python, started = begin("sft", allow_unpinned)
     warn_not_passed("sft", skipped)
     with workdir("sft") as work, atomic_dir(out_dir) as tmp:
