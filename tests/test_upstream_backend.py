@@ -199,19 +199,38 @@ def _clean(work: Path) -> None:
     assert git(work / "upstream", "status", "--porcelain", "--ignored").stdout == ""
 
 
-def _tiny_model(work: Path) -> Path:
-    """A native SFT model (2 steps) to stand in for a pretrained base the fake sft.py 'fine-tunes'."""
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A native SFT model (2 steps on the tiny workdir's data) to stand in for a pretrained base the fake sft.py
+    'fine-tunes', trained once for this module."""
+    from harness.data.schema import write_dataset
+    from harness.data.synthetic import generate
+    from harness.data.upstream_format import write_index_json
+    from harness.params import SyntheticParams
+    from harness.sid.tokens import codes_to_tokens
     from harness.train.sft import run_sft
 
-    run_sft(SftParams(max_steps=2, batch_size=8, model=TINY_MODEL), out_dir=work / "base")
-    return work / "base"
+    d = tmp_path_factory.mktemp("tiny-model")
+    ds = generate(SyntheticParams(n_items=40, n_users=120, seed=3), 10, (0.8, 0.1, 0.1))
+    write_dataset(ds, d / "dataset")
+    write_index_json(d / "index.json", {it.id: codes_to_tokens([it.id % 5, (it.id // 5) % 4, it.id // 20])
+                                        for it in ds.items})
+    (d / "sid").mkdir()
+    (d / "index.json").rename(d / "sid" / "index.json")
+    run_sft(SftParams(max_steps=2, batch_size=8, model=TINY_MODEL), d / "dataset", d / "sid", d / "base")
+    return d / "base"
 
 
-def test_upstream_sft_rl_and_cross_scored_evaluation_on_the_fake(checkout, monkeypatch):
+@pytest.fixture()
+def base(tiny_model, checkout) -> Path:
+    shutil.copytree(tiny_model, checkout / "base")
+    return checkout / "base"
+
+
+def test_upstream_sft_rl_and_cross_scored_evaluation_on_the_fake(checkout, base, monkeypatch):
     from harness.evaluate import run_metrics
     from harness.report import model_blocks
 
-    base = _tiny_model(checkout)
     monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com")  # upstream's rl.sh sets it; nothing may download
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # as inside a launched harness worker
     log = backends.run("sft", SftParams(backend="upstream", batch_size=4, num_processes=1,
@@ -280,8 +299,7 @@ def test_agreement_names_a_class_and_a_cause_for_every_differing_row():
     assert sampled["classes"]["inherited_sampling"] == 1
 
 
-def test_calc_disagreement_or_a_missing_result_json_fails_and_writes_nothing(checkout, monkeypatch):
-    base = _tiny_model(checkout)
+def test_calc_disagreement_or_a_missing_result_json_fails_and_writes_nothing(checkout, base, monkeypatch):
     shutil.copytree(base, checkout / "models/sft")
     p = EvaluateParams(backend="upstream", num_beams=5, max_rows=6)
     monkeypatch.setenv("FAKE_CALC_SKEW", "0.001")
@@ -298,8 +316,8 @@ def test_calc_disagreement_or_a_missing_result_json_fails_and_writes_nothing(che
     assert not (checkout / "reports/eval/sft").exists()
 
 
-def test_what_upstream_cannot_do_is_refused_up_front_naming_the_key_and_the_line(checkout):
-    shutil.copytree(_tiny_model(checkout), checkout / "models/sft")
+def test_what_upstream_cannot_do_is_refused_up_front_naming_the_key_and_the_line(checkout, base):
+    shutil.copytree(base, checkout / "models/sft")
     summary = json.loads((checkout / "data/dataset/summary.json").read_text())
     (checkout / "data/dataset/summary.json").write_text(json.dumps({**summary, "name": "synthetic"}))
     for stage, params, args in (("evaluate", EvaluateParams(backend="both"), ("sft",)),
@@ -330,8 +348,8 @@ def test_unknown_flags_make_the_scripts_exit_2_and_the_wrapper_checks_flags_firs
                        "train")
 
 
-def test_a_modified_upstream_checkout_is_refused_unless_allowed(checkout):
-    shutil.copytree(_tiny_model(checkout), checkout / "models/sft")
+def test_a_modified_upstream_checkout_is_refused_unless_allowed(checkout, base):
+    shutil.copytree(base, checkout / "models/sft")
     (checkout / "upstream/calc.py").write_text((checkout / "upstream/calc.py").read_text() + "\n# edited\n")
     p = EvaluateParams(backend="upstream", num_beams=5, max_rows=3)
     with pytest.raises(HarnessError, match="local modifications"):
@@ -341,8 +359,8 @@ def test_a_modified_upstream_checkout_is_refused_unless_allowed(checkout):
     assert s["scored"] and run["upstream_dirty"] is True
 
 
-def test_a_script_that_writes_into_the_checkout_fails_the_stage(checkout, monkeypatch):
-    shutil.copytree(_tiny_model(checkout), checkout / "models/sft")
+def test_a_script_that_writes_into_the_checkout_fails_the_stage(checkout, base):
+    shutil.copytree(base, checkout / "models/sft")
     calc = checkout / "upstream/calc.py"
     calc.write_text(calc.read_text() + "\nopen(__file__ + '.out', 'w').write('x')\n")
     git(checkout / "upstream", "commit", "-qam", "a calc.py that writes beside itself")
@@ -351,17 +369,17 @@ def test_a_script_that_writes_into_the_checkout_fails_the_stage(checkout, monkey
         backends.run("evaluate", EvaluateParams(backend="upstream", num_beams=5, max_rows=3), "sft")
 
 
-def test_a_temp_experiment_is_refused_before_anything_runs(checkout, monkeypatch, tmp_path):
+def test_a_temp_experiment_is_refused_before_anything_runs(checkout, base, monkeypatch, tmp_path):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "the-real-workspace"))
-    shutil.copytree(_tiny_model(checkout), checkout / "models/sft")
+    shutil.copytree(base, checkout / "models/sft")
     with pytest.raises(HarnessError, match="dvc exp run --temp.*dvc issues 7186, 10873"):
         backends.run("evaluate", EvaluateParams(backend="upstream"), "sft")
 
 
-def test_data_embed_and_sid_stages_from_the_fake_scripts(checkout, tmp_path):
+def test_data_embed_and_sid_stages_from_the_fake_scripts(checkout, base, tmp_path):
     from harness.params import EmbedParams
 
-    encoder = _tiny_model(checkout)  # any local HF model dir serves as text2emb's --plm_checkpoint
+    encoder = base  # any local HF model dir serves as text2emb's --plm_checkpoint
     raw = tmp_path / "raw"
     raw.mkdir()
     meta = [{"asin": f"B{i:03d}", "title": f"Widget {i} {'xyz'[i % 3] * (i % 5)}"} for i in range(30)]
@@ -387,13 +405,13 @@ def test_data_embed_and_sid_stages_from_the_fake_scripts(checkout, tmp_path):
     _clean(checkout)
 
 
-def test_without_the_submodule_an_upstream_stage_says_how_to_check_it_out(tiny_workdir):
+def test_without_the_submodule_an_upstream_stage_says_how_to_check_it_out(tiny_workdir, tiny_model):
     work = tiny_workdir
     git(work, "init", "-q")
     git(work, "update-index", "--add", "--cacheinfo", "160000,81b4ba9811cfb152cf161f1c486fe516510d081e,upstream")
     git(work, "commit", "-qm", "gitlink only")
     (work / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"backend": "upstream"}}))
-    shutil.copytree(_tiny_model_dir(work), work / "models/sft")
+    shutil.copytree(tiny_model, work / "models/sft")
     summary = json.loads((work / "data/dataset/summary.json").read_text())
     (work / "data/dataset/summary.json").write_text(json.dumps({**summary, "name": CAT}))
     r = subprocess.run([sys.executable, "-m", "harness.cli", "evaluate", "--model", "sft"], cwd=work,
@@ -402,12 +420,19 @@ def test_without_the_submodule_an_upstream_stage_says_how_to_check_it_out(tiny_w
     assert not [f for f in (work / "reports").rglob("*") if f.is_file()]
 
 
-def _tiny_model_dir(work: Path) -> Path:
-    import os
+def test_the_training_log_is_completed_from_what_the_trainer_printed(tmp_path):
+    """sft.py keeps only its best checkpoint: steps after it and the final train_loss exist only in the output."""
+    from harness.upstream.checkpoints import trainer_log
 
-    old = Path.cwd()
-    os.chdir(work)
-    try:
-        return _tiny_model(work)
-    finally:
-        os.chdir(old)
+    (tmp_path / "run" / "checkpoint-3").mkdir(parents=True)
+    state = {"global_step": 3, "best_metric": 2.5, "log_history": [{"loss": 4.0 - i, "step": i + 1} for i in range(3)]
+             + [{"eval_loss": 2.5, "step": 3}]}
+    (tmp_path / "run" / "checkpoint-3" / "trainer_state.json").write_text(json.dumps(state))
+    printed = "".join(f" 40%|####| {i + 1}/5 [00:01<00:01]{{'loss': {4.0 - i}, 'epoch': {(i + 1) / 5}}}\n" for i in range(5))
+    printed += "{'eval_loss': 2.6, 'epoch': 1.0}\n{'train_runtime': 2.0, 'train_loss': 2.9, 'epoch': 1.0}\n"
+    printed += "{'not a': dict} __import__('os')\n"  # not a literal dict line: skipped, never evaluated
+    (tmp_path / "sft.log").write_text(printed)
+    log = trainer_log(tmp_path / "run", tmp_path / "sft.log")
+    assert log["global_steps"] == 5 and log["train_loss"] == 2.9 and log["best_eval_loss"] == 2.5
+    assert [h["step"] for h in log["log_history"] if "loss" in h] == [1, 2, 3, 4, 5]
+    assert {"eval_loss": 2.6, "epoch": 1.0, "step": 5} in log["log_history"]

@@ -62,14 +62,14 @@ AGREEMENT_CAUSES = {
     "inherited_sampling": "H1: the model's generation_config asks for sampling, which evaluate.py inherits",
     "tie": "tie: the two items score within 1e-5 in fp32",
     "precision": "precision: fp32 ranks the native item higher; upstream decodes in bf16",
-    "native_search": "search: upstream found an item scoring higher in fp32 that the native beams pruned",
-    "upstream_search": "search: the native item scores higher at the same precision; upstream's beams pruned it",
+    "native_search": "beam search: upstream kept an item scoring higher in fp32 that the native beams pruned",
+    "upstream_search": "beam search: the native item scores higher in fp32, at the same decoding precision",
 }
 
 
 def agreement_table(cross: dict) -> Table | None:
     """The native and upstream decoders' Top-K compared row by row (evaluate.backend both), one row per class."""
-    header = ["model", "class", "rows", "share", "cause"]
+    header = ["model", "class", "rows", "share", "median |Δ log p|", "cause"]
     rows = []
     for model, c in cross.items():
         a = c.get("agreement")
@@ -77,7 +77,9 @@ def agreement_table(cross: dict) -> Table | None:
             continue
         for cls, n in a["classes"].items():
             if n or cls == "identical":
-                rows.append([model.upper(), cls, str(n), _f(n / a["rows"]), AGREEMENT_CAUSES[cls]])
+                gap = a.get("gap", {}).get(cls)
+                rows.append([model.upper(), cls, str(n), _f(n / a["rows"]), _f(gap) if gap is not None else "",
+                             AGREEMENT_CAUSES[cls]])
     return (header, rows) if rows else None
 
 

@@ -47,19 +47,30 @@ def printed_logs(log_text: str) -> list[dict]:
 
 
 def trainer_log(run_dir: Path, log_path: Path | None = None) -> dict:
-    """trainer_state.json of the last checkpoint, plus the final figures only the printed log holds."""
+    """trainer_state.json of the last checkpoint, completed from the printed log: the steps after that checkpoint
+    (upstream's trainers log every step, so printed training dicts are numbered in order) and the final figures.
+
+    Measured on Industrial: sft.py's only checkpoint left was step 288 of 313, and the final ``train_loss`` is
+    only printed."""
     states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
     if (run_dir / "trainer_state.json").is_file():
         states.append(run_dir / "trainer_state.json")
     state = json.loads(read_utf8(states[-1])) if states else {}
     history = list(state.get("log_history", []))
     printed = printed_logs(read_utf8(log_path)) if log_path is not None and log_path.is_file() else []
-    final = next((d for d in reversed(printed) if "train_loss" in d), None)
-    if final is not None and not any("train_loss" in h for h in history):
-        history.append(final)
+    saved = max((h["step"] for h in history if "step" in h), default=0)
+    step = 0
+    for d in printed:
+        is_step = "loss" in d and "eval_loss" not in d and "train_loss" not in d
+        step += is_step
+        if "train_loss" in d:  # the Trainer's closing summary
+            if not any("train_loss" in h for h in history):
+                history.append(d)
+        elif step > saved:  # after the last checkpoint's state
+            history.append({**d, "step": step})
     train = [h["train_loss"] for h in history if "train_loss" in h]
     steps = [h["step"] for h in history if "step" in h]
-    return {"global_steps": state.get("global_step") or (max(steps) if steps else None),
+    return {"global_steps": max([state.get("global_step") or 0, *steps]) or None,
             "train_loss": train[-1] if train else None,
             "best_eval_loss": state.get("best_metric"), "best_checkpoint": state.get("best_model_checkpoint"),
             "log_history": history, "printed_logs": len(printed)}

@@ -177,10 +177,15 @@ def agreement(native: list[list[str]], upstream: list[list[str]], catalogue: set
     - ``precision``: a scores higher in fp32, and upstream decoded in bf16 while the native decoder did not;
     - ``native_search``: b scores higher in fp32, so the native beam search pruned the better item;
     - ``upstream_search``: a scores higher and both decoded in the same precision: upstream's beams pruned it.
+
+    Beam search is approximate either way; at bf16 the two decoders' different batching and padding round
+    differently, so at the same precision the search classes come in pairs. ``gap`` per class is the median
+    |Δ log p| (fp32) of the two items at the first differing rank.
     """
     classes = {k: 0 for k in ("identical", "fail_open", "inherited_sampling", "tie", "precision", "native_search",
                               "upstream_search")}
     first_rank: list[int] = []
+    gaps: dict[str, list[float]] = {}
     examples: dict[str, list[dict]] = {}
     sampled = bool(inherited.get("do_sample"))
     for row, (n, u) in enumerate(zip(native, upstream, strict=True)):
@@ -199,12 +204,14 @@ def agreement(native: list[list[str]], upstream: list[list[str]], catalogue: set
         else:
             sa, sb = rescore(row, [a, b])
             detail = {"native_logp": round(sa, 6), "upstream_logp": round(sb, 6)}
+            gap = abs(sa - sb)
             if abs(sa - sb) <= TIE:
                 cls = "tie"
             elif sb > sa:
                 cls = "native_search"
             else:
                 cls = "precision" if native_dtype != "bfloat16" else "upstream_search"
+            gaps.setdefault(cls, []).append(gap)
         classes[cls] += 1
         if len(examples.setdefault(cls, [])) < 3:
             examples[cls].append({"row": row, "rank": r, "native": a, "upstream": b, **detail})
@@ -214,6 +221,7 @@ def agreement(native: list[list[str]], upstream: list[list[str]], catalogue: set
             "top1_agreement": top1 / rows if rows else None, "classes": classes,
             "first_differing_rank": {"min": min(first_rank), "median": float(np.median(first_rank)),
                                      "max": max(first_rank)} if first_rank else None,
+            "gap": {k: float(np.median(v)) for k, v in sorted(gaps.items())},
             "examples": examples, "native_dtype": native_dtype, "upstream_dtype": "bfloat16",
             "tie_tolerance": TIE, "inherited_from_model": inherited}
 
@@ -280,8 +288,8 @@ def run(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/dataset",
             agree = {"skipped": "the native decoder read this project's prompts (evaluate.prompts: harness), "
                                 "upstream's its own: set evaluate.prompts: upstream to compare the decoders"}
         write_json(tmp / UPSTREAM / AGREEMENT, agree)
-        return {**up, "agreement": {k: agree.get(k) for k in ("rows", "identical_share", "top1_agreement",
-                                                              "classes")} if "skipped" not in agree else agree}
+        return {**up, "agreement": {k: agree.get(k) for k in ("rows", "identical_share", "top1_agreement", "classes",
+                                                              "gap")} if "skipped" not in agree else agree}
 
     return run_evaluate(p, model, dataset_dir, sid_dir, model_dir, out_dir,
                         prompt_source=prompt_source if p.prompts == "upstream" else None,

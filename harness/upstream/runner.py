@@ -183,6 +183,7 @@ def run_parallel(cmds: Sequence[Command], logs: Sequence[Path], root: Path = Pat
             def drain(p, log):
                 for line in p.stdout:
                     log.write(line)
+                    log.flush()  # a long shard can be followed in its log
 
             threads = [threading.Thread(target=drain, args=(p, h)) for p, h in zip(procs, handles)]
             for t in threads:
