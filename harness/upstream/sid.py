@@ -61,7 +61,7 @@ def refuse(p: SidParams) -> None:
 
 def fixed(p: SidParams) -> dict:
     """What the builder does whatever params say: (upstream's value, what it does, where)."""
-    faiss, kmc, plus = "rq/rqkmeans_faiss.py", "rq/rqkmeans_constrained.py", "rq/rqkmeans_plus.py"
+    faiss, plus = "rq/rqkmeans_faiss.py", "rq/rqkmeans_plus.py"
     if p.method == "rqkmeans":
         return {"kmeans_iters": (None, f"trains faiss's ResidualQuantizer with its own defaults; --iters is parsed "
                                  f"but never used ({source.line_of(faiss, '--iters')})"),
@@ -79,7 +79,6 @@ def fixed(p: SidParams) -> dict:
             "rqkmeans_plus.beta": (0.25, "uses beta 0.25"),
             "rqkmeans_plus.quant_loss_weight": (1.0, "uses quant_loss_weight 1.0"),
         })
-    del kmc
     return out
 
 
