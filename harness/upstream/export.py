@@ -39,11 +39,11 @@ def require(files: dict[str, Path], keys: tuple[str, ...], stage: str) -> dict:
 
 
 def three_level_sids(index_path: Path, stage: str) -> dict:
-    """Upstream's data.py builds its title/SID tasks from ``sids[0] + sids[1] + sids[2]`` and skips shorter SIDs:
-    any other SID depth is refused; a dedup level (4 tokens for colliding items) is recorded."""
+    """Upstream's data.py builds its title/SID tasks by joining the first three tokens of each SID and skips shorter
+    SIDs: any other SID depth is refused; a dedup level (4 tokens for colliding items) is recorded."""
     index = read_index_json(index_path)
     lengths = Counter(len(t) for t in index.values())
-    where = source.line_of("data.py", "combined_sid = sids[0] + sids[1] + sids[2]")
+    where = source.line_of("data.py", "sids[2]")
     if any(n < 3 for n in lengths) or lengths.most_common(1)[0][0] != 3:
         raise ParamsError(PARAMS, "sid.levels", f"the index has SIDs of {dict(sorted(lengths.items()))} tokens; "
                           f"upstream's {where} reads exactly 3 levels (shorter SIDs are skipped, longer ones cut), so "
