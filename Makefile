@@ -12,8 +12,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 repro: $(STAMP) submodule-gitdir
 	dvc repro
 
+# Two test workers (pytest-xdist), each test file on one worker (module fixtures stay whole): the suite is
+# mostly subprocesses and single-threaded imports, so two workers fit a 2-core machine. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test: $(STAMP) submodule-gitdir
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 install: $(STAMP)
 

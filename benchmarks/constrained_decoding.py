@@ -29,12 +29,17 @@ import time
 from pathlib import Path
 
 import torch
+from architectures import ARCHITECTURES, config_model  # beside this script
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from harness.decode.constrained import BeamResult, SidConstraint, SidTrie, constrained_beam_search, generation_config
+from harness.decode.constrained import (
+    BeamResult,
+    SidConstraint,
+    SidTrie,
+    constrained_beam_search,
+    generation_config,
+)
 from harness.provenance import cpu_model, git_record
-
-from architectures import ARCHITECTURES, config_model  # beside this script
 
 
 class PrefixLookup(LogitsProcessor):
@@ -70,7 +75,9 @@ def upstream_processor_factory(seqs: list[list[int]], eos: int, marker: list[int
 
     sys.path.insert(0, str(checkout))
     try:
-        from LogitProcessor import ConstrainedLogitsProcessor  # upstream's module, imported at run time
+        from LogitProcessor import (
+            ConstrainedLogitsProcessor,  # upstream's module, imported at run time
+        )
     finally:
         sys.path.remove(str(checkout))
     table: dict[str, set[int]] = {}

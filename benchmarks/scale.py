@@ -38,7 +38,7 @@ def rss_mib() -> tuple[float, float]:
 def write_workspace(root: Path, test_rows: int, other_rows: int, seed: int) -> None:
     """A canonical dataset (``test_rows`` test samples plus ``other_rows`` train/valid ones) and a SID index."""
     from harness.data.schema import Dataset, Interaction, Item, write_dataset
-    from harness.data.upstream_format import write_index_json
+    from harness.sid.index import write_index_json
     from harness.sid.tokens import codes_to_tokens
 
     rng = random.Random(seed)
@@ -60,9 +60,9 @@ def write_workspace(root: Path, test_rows: int, other_rows: int, seed: int) -> N
 
 def write_model(root: Path, seed: int) -> None:
     """The embedded default's model size, config-initialised, with a tokenizer holding every SID token."""
-    from harness.data.upstream_format import read_index_json
     from harness.params import ModelParams
     from harness.prompts import TEMPLATES
+    from harness.sid.index import read_index_json
     from harness.sid.tokens import vocabulary
     from harness.train.model import scratch_model
     from harness.train.tokenizer import train_tokenizer
@@ -77,7 +77,7 @@ def write_model(root: Path, seed: int) -> None:
 def child_evaluate(root: Path, beams: int, batch: int) -> dict:
     import importlib
 
-    from harness.evaluate import run_evaluate
+    from harness.evaluate.stage import run_evaluate
 
     for module in ("torch", "transformers", "accelerate", "harness.decode.constrained", "harness.train.model"):
         importlib.import_module(module)  # libraries loaded before the baseline: the growth is the work's
@@ -96,7 +96,7 @@ def child_evaluate(root: Path, beams: int, batch: int) -> dict:
 
 
 def child_audit(root: Path) -> dict:
-    from harness.audit import run_audit
+    from harness.audit.stage import run_audit
 
     before, _ = rss_mib()
     t0 = time.perf_counter()

@@ -16,14 +16,16 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.data.upstream_format import read_index_json, read_item_json
-from harness.embed import embed_items
+from harness.data.upstream_format import read_item_json
+from harness.embed.stage import embed_items
 from harness.params import EmbedParams, SidParams
-from harness.sid import build_codes
+from harness.sid.index import read_index_json
 from harness.sid.quality import sid_quality
+from harness.sid.registry import SID_METHODS
+from harness.sid.stage import build_codes
 from harness.sid.tokens import codes_to_tokens
 
-METHODS = ["rqkmeans", "rqkmeans-constrained", "rqvae", "rqkmeans-plus"]
+METHODS = list(SID_METHODS)  # every registered builder (harness/sid/registry.py)
 COLUMNS = ["unique_share", "collision_groups", "colliding_items", "largest_group", "codes_used_per_level",
            "perplexity_per_level", "sid_length_distribution"]
 

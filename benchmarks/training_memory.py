@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import PrinterCallback, TrainerCallback
-
 from architectures import ARCHITECTURES, config_model  # beside this script
+from transformers import PrinterCallback, TrainerCallback
 
 MODES = ("full", "lora", "embeddings", "grpo")
 SID_LEVELS, SID_CODES = 3, 256  # Industrial's SIDs: three levels of 256 codes

@@ -9,7 +9,14 @@ import typer
 from rich.console import Console
 
 from harness.errors import HarnessError
-from harness.params import DEFAULT_PARAMS, load_section
+from harness.params import (
+    DEFAULT_PARAMS,
+    EmbedParams,
+    RqvaeParams,
+    SidParams,
+    load_section,
+)
+from harness.sid.registry import SID_METHODS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="minionerec-audit: run and audit MiniOneRec reproductions.")
@@ -20,6 +27,11 @@ ParamsOpt = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml to read t
 UnpinnedOpt = typer.Option(False, "--allow-unpinned",
                            help="backend upstream: run an upstream/ checkout that is not the pinned commit or has "
                                 "local changes (also MINIONEREC_ALLOW_UNPINNED=1); outputs record the commit")
+
+
+def _path(flag: str, what: str):
+    """An artifact path option: required, because dvc.yaml's cmd lines are the one place that names them."""
+    return typer.Option(..., flag, help=what)
 
 
 def _run(fn):
@@ -34,7 +46,7 @@ def _run(fn):
 
 
 @app.command()
-def data(params: Path = ParamsOpt, out_dir: Path = typer.Option(Path("data/dataset"), "--out"),
+def data(out_dir: Path = _path("--out", "the canonical dataset folder to write"), params: Path = ParamsOpt,
          allow_unpinned: bool = UnpinnedOpt) -> None:
     """Build the canonical dataset (synthetic generator, an upstream-format data dir, or upstream's preprocessing)."""
     from harness.upstream import backends
@@ -44,20 +56,27 @@ def data(params: Path = ParamsOpt, out_dir: Path = typer.Option(Path("data/datas
 
 
 @app.command()
-def embed(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
+def embed(dataset_dir: Path = _path("--dataset", "the canonical dataset"),
+          out_dir: Path = _path("--out", "where embeddings.npy and meta.json go"), params: Path = ParamsOpt,
+          allow_unpinned: bool = UnpinnedOpt) -> None:
     """Embed every item's text once (cached by model files, settings and texts)."""
     from harness.upstream import backends
 
-    m = _run(lambda: backends.run("embed", load_section("embed", params), allow_unpinned=allow_unpinned))
-    out.print(f"embed: {m['items']} items × {m['dim']} dims ({m['source']}) -> data/embed")
+    m = _run(lambda: backends.run("embed", load_section("embed", params), dataset_dir, out_dir,
+                                  allow_unpinned=allow_unpinned))
+    out.print(f"embed: {m['items']} items × {m['dim']} dims ({m['source']}) -> {out_dir}")
 
 
 @app.command()
-def sid(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
-    """Assign semantic IDs to items (one of four builders, or the shipped index) and compare builders."""
+def sid(dataset_dir: Path = _path("--dataset", "the canonical dataset"),
+        embed_dir: Path = _path("--embed", "the embed stage's folder"),
+        out_dir: Path = _path("--out", "where index.json, summary.json and the upstream export go"),
+        params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
+    """Assign semantic IDs to items (a registered builder, or the shipped index) and compare builders."""
     from harness.upstream import backends
 
-    s = _run(lambda: backends.run("sid", load_section("sid", params), allow_unpinned=allow_unpinned))
+    s = _run(lambda: backends.run("sid", load_section("sid", params), dataset_dir, embed_dir, out_dir,
+                                  allow_unpinned=allow_unpinned))
     out.print(f"sid: {s['unique_sids']} distinct SIDs for {s['items']} items ({s['colliding_items']} colliding)")
     from tabulate import tabulate
 
@@ -70,17 +89,20 @@ def sid(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
 @app.command("build-sids")
 def build_sids_cmd(
     item_json: Path = typer.Option(..., "--item-json", help="upstream-format CAT.item.json"),
-    method: str = typer.Option(..., "--method", help="rqkmeans | rqkmeans-constrained | rqvae | rqkmeans-plus"),
+    method: str = typer.Option(..., "--method", help=" | ".join(SID_METHODS)),
     out_dir: Path = typer.Option(..., "--out", help="output directory (only our files in it are replaced)"),
-    levels: int = typer.Option(3, "--levels", min=1, max=8),
-    codebook: int = typer.Option(256, "--codebook", min=2),
-    seed: int = typer.Option(0, "--seed"),
-    iters: int = typer.Option(100, "--iters", min=1, help="k-means iterations per level"),
+    levels: int = typer.Option(SidParams.model_fields["levels"].default, "--levels", min=1, max=8),
+    codebook: int = typer.Option(SidParams.model_fields["codebook_size"].default, "--codebook", min=2),
+    seed: int = typer.Option(SidParams.model_fields["seed"].default, "--seed"),
+    iters: int = typer.Option(SidParams.model_fields["kmeans_iters"].default, "--iters", min=1,
+                              help="k-means iterations per level"),
     epochs: int | None = typer.Option(None, "--epochs", min=1,
-                                      help="rqvae / rqkmeans-plus training epochs (default: the CPU budget, 300)"),
+                                      help="rqvae / rqkmeans-plus training epochs (default: the CPU budget, "
+                                           f"{RqvaeParams.model_fields['epochs'].default})"),
     embeddings: Path | None = typer.Option(None, "--embeddings", help="use this upstream-layout .npy (row i = item i)"),
-    embed_model: str = typer.Option("minilm", "--embed-model", help="minilm, or a local encoder directory"),
-    pooling: str = typer.Option("mean", "--pooling", help="mean | last | cls"),
+    embed_model: str = typer.Option(EmbedParams.model_fields["model"].default, "--embed-model",
+                                    help="minilm, or a local encoder directory"),
+    pooling: str = typer.Option(EmbedParams.model_fields["pooling"].default, "--pooling", help="mean | last | cls"),
 ) -> None:
     """Build SIDs for an item file with one method; writes index.json, the info txt and sid_stats.json."""
     from pydantic import ValidationError
@@ -120,27 +142,33 @@ def _launched(stage: str, cli_args: list[str], params: Path, section) -> bool:
 
 
 @app.command()
-def sft(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
+def sft(dataset_dir: Path = _path("--dataset", "the canonical dataset"), sid_dir: Path = _path("--sid", "the sid stage's folder"),
+        out_dir: Path = _path("--out", "where the fine-tuned model goes"), params: Path = ParamsOpt,
+        allow_unpinned: bool = UnpinnedOpt) -> None:
     """Supervised fine-tuning on the task mixture (sft.num_processes > 1: under accelerate launch)."""
     from harness.upstream import backends
 
     p = _run(lambda: load_section("sft", params))
-    if backends.backend("sft", p) == "native" and _launched("sft", ["sft"], params, p):
+    args = ["sft", "--dataset", str(dataset_dir), "--sid", str(sid_dir), "--out", str(out_dir)]
+    if backends.backend("sft", p) == "native" and _launched("sft", args, params, p):
         return
-    log = _run(lambda: backends.run("sft", p, allow_unpinned=allow_unpinned))
+    log = _run(lambda: backends.run("sft", p, dataset_dir, sid_dir, out_dir, allow_unpinned=allow_unpinned))
     if log is not None:  # None on the other ranks of a launched run
         out.print(f"sft: {log['global_steps']} steps, train loss {log['train_loss']:.4f}")
 
 
 @app.command()
-def rl(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
+def rl(dataset_dir: Path = _path("--dataset", "the canonical dataset"), sid_dir: Path = _path("--sid", "the sid stage's folder"),
+       sft_dir: Path = _path("--sft", "the SFT model to start from"), out_dir: Path = _path("--out", "where the RL model goes"),
+       params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
     """GRPO on the SFT model with constrained-beam groups and a rank-aware reward (rl.enabled: false skips it)."""
     from harness.upstream import backends
 
     p = _run(lambda: load_section("rl", params))
-    if p.enabled and backends.backend("rl", p) == "native" and _launched("rl", ["rl"], params, p):
+    args = ["rl", "--dataset", str(dataset_dir), "--sid", str(sid_dir), "--sft", str(sft_dir), "--out", str(out_dir)]
+    if p.enabled and backends.backend("rl", p) == "native" and _launched("rl", args, params, p):
         return
-    log = _run(lambda: backends.run("rl", p, allow_unpinned=allow_unpinned))
+    log = _run(lambda: backends.run("rl", p, dataset_dir, sid_dir, sft_dir, out_dir, allow_unpinned=allow_unpinned))
     if log is None:
         return
     if log["enabled"]:
@@ -153,31 +181,38 @@ def rl(params: Path = ParamsOpt, allow_unpinned: bool = UnpinnedOpt) -> None:
 
 @app.command()
 def evaluate(
-    model: str = typer.Option(..., "--model", help="sft | rl: scores models/<model> into reports/eval/<model>"),
+    model: str = typer.Option(..., "--model", help="sft | rl: which model this is (its row in the results)"),
+    dataset_dir: Path = _path("--dataset", "the canonical dataset"),
+    sid_dir: Path = _path("--sid", "the sid stage's folder"),
+    model_dir: Path = _path("--model-dir", "the model folder to score"),
+    out_dir: Path = _path("--out", "where scores.json and predictions.json go"),
     params: Path = ParamsOpt,
     allow_unpinned: bool = UnpinnedOpt,
 ) -> None:
     """Constrained beam search on the test split for one model (evaluate.num_processes > 1: sharded)."""
-    from harness.evaluate import MODELS
+    from harness.results import MODELS
     from harness.upstream import backends
 
     if model not in MODELS:
         err.print(f"error: --model {model!r}: expected one of {', '.join(MODELS)}")
         raise typer.Exit(2)
     p = _run(lambda: load_section("evaluate", params))
-    has_model = (Path(f"models/{model}") / "config.json").is_file()  # nothing to launch for a skipped stage
-    launched_args = ["evaluate", "--model", model] + (["--allow-unpinned"] if allow_unpinned else [])
+    has_model = (model_dir / "config.json").is_file()  # nothing to launch for a skipped stage
+    launched_args = (["evaluate", "--model", model, "--dataset", str(dataset_dir), "--sid", str(sid_dir),
+                      "--model-dir", str(model_dir), "--out", str(out_dir)]
+                     + (["--allow-unpinned"] if allow_unpinned else []))
     if has_model and p.backend != "upstream" and _launched("evaluate", launched_args, params, p):
         return  # backend upstream shards itself, one evaluate.py per GPU
-    s = _run(lambda: backends.run("evaluate", p, model, allow_unpinned=allow_unpinned))
+    s = _run(lambda: backends.run("evaluate", p, model, dataset_dir, sid_dir, model_dir, out_dir,
+                                  allow_unpinned=allow_unpinned))
     if s is None:
         return
     if not s["scored"]:
-        out.print(f"evaluate: {model} not scored (models/{model} holds no model)")
+        out.print(f"evaluate: {model} not scored ({model_dir} holds no model)")
         return
     from tabulate import tabulate
 
-    from harness.report import block_tables
+    from harness.report.model_tables import block_tables
 
     blocks = [(f"{model} ({s.get('evaluator', 'native')})", s["metrics"])]
     if "upstream" in s:
@@ -187,14 +222,17 @@ def evaluate(
 
 
 @app.command()
-def metrics(params: Path = ParamsOpt) -> None:
+def metrics(dataset_dir: Path = _path("--dataset", "the canonical dataset"),
+            sid_dir: Path = _path("--sid", "the sid stage's folder"),
+            eval_dir: Path = _path("--eval", "the evaluate stages' folder (one sub-folder per model)"),
+            out_path: Path = _path("--out", "the metrics JSON to write"), params: Path = ParamsOpt) -> None:
     """Merge the models' scores with the baselines into reports/metrics.json and print the tables."""
     from tabulate import tabulate
 
-    from harness.evaluate import run_metrics
-    from harness.report import metric_tables
+    from harness.evaluate.metrics_stage import run_metrics
+    from harness.report.model_tables import metric_tables
 
-    m = _run(lambda: run_metrics(load_section("evaluate", params)))
+    m = _run(lambda: run_metrics(load_section("evaluate", params), dataset_dir, sid_dir, eval_dir, out_path))
     for header, rows in metric_tables(m).values():
         print(tabulate(rows, headers=header, disable_numparse=True), end="\n\n")
 
@@ -204,20 +242,28 @@ def audit(
     upstream_data: Path | None = typer.Option(None, "--upstream-data", help="audit an upstream-format data dir"),
     category: str | None = typer.Option(None, "--category", help="category name inside --upstream-data"),
     model: Path | None = typer.Option(None, "--model", help="model dir whose generation_config.json to audit"),
-    out_dir: Path = typer.Option(Path("reports/audit"), "--out", help="where data.json, sid.json, ... go"),
+    dataset_dir: Path | None = typer.Option(None, "--dataset", help="the pipeline's canonical dataset (with --sid)"),
+    sid_dir: Path | None = typer.Option(None, "--sid", help="the pipeline's sid stage folder (with --dataset)"),
+    out_dir: Path = _path("--out", "where data.json, sid.json, ... go"),
     codebook_size: int | None = typer.Option(None, "--codebook-size", help="codes per level (default: inferred)"),
 ) -> None:
-    """Audit data, SIDs and generation settings. No options: the pipeline's own artifacts (the dvc stage)."""
-    from harness.audit import audit_model, audit_upstream_dir, run_audit
+    """Audit data, SIDs and generation settings: an upstream-format dir, a model, or (--dataset, --sid, --model)
+    the pipeline's own artifacts (the dvc stage)."""
+    from harness.audit.stage import audit_model, audit_upstream_dir, run_audit
 
     def go() -> dict:
         if upstream_data is not None:
             if not category:
                 raise HarnessError("--upstream-data needs --category (e.g. Industrial_and_Scientific)")
             return audit_upstream_dir(upstream_data, category, out_dir, model, codebook_size)
+        if dataset_dir is not None or sid_dir is not None:
+            if dataset_dir is None or sid_dir is None or model is None:
+                raise HarnessError("the pipeline audit needs --dataset, --sid and --model (see dvc.yaml's audit stage)")
+            return run_audit(dataset_dir, sid_dir, model, out_dir)
         if model is not None:
             return audit_model(model, out_dir)
-        return run_audit(out_dir=out_dir)
+        raise HarnessError("nothing to audit: give --upstream-data DIR --category CAT, --model DIR, or the "
+                           "pipeline's --dataset, --sid and --model")
 
     result = _run(go)
     print(result["summary"])
@@ -251,20 +297,27 @@ def score(
         return m
 
     m = _run(go)
-    ks = [k.split("@")[1] for k in m if k.startswith("hr@")]
-    rows = [[f"@{k}", m[f"hr@{k}"], m[f"ndcg@{k}"], m[f"collision_aware_hr@{k}"], m[f"collision_aware_ndcg@{k}"]]
-            for k in ks]
+    from harness.metrics import cutoffs, key
+
+    names = ("hr", "ndcg", "collision_aware_hr", "collision_aware_ndcg")
+    rows = [[f"@{k}", *(m[key(name, k)] for name in names)] for k in cutoffs(m)]
     print(tabulate(rows, headers=["K", "HR", "NDCG", "collision-aware HR", "collision-aware NDCG"], floatfmt=".6f"))
     print(f"rows {m['rows']}, beams {m['beams']}, illegal (calc.py CC) {m['illegal_count']}, "
           f"legality {m['legality_rate']:.6f}, rows with repeated beams {m['duplicate_rows']} -> {out_path}")
 
 
 @app.command()
-def report(params: Path = ParamsOpt) -> None:
-    """Render reports/report.md and reports/report.html."""
-    from harness.report import run_report
+def report(metrics_path: Path = _path("--metrics", "the metrics stage's JSON"),
+           dataset_dir: Path = _path("--dataset", "the canonical dataset"), sid_dir: Path = _path("--sid", "the sid stage's folder"),
+           embed_dir: Path = _path("--embed", "the embed stage's folder"), sft_dir: Path = _path("--sft", "the SFT model"),
+           rl_dir: Path = _path("--rl", "the RL model folder"), audit_dir: Path = _path("--audit", "the audit stage's folder"),
+           eval_dir: Path = _path("--eval", "the evaluate stages' folder"),
+           out_dir: Path = _path("--out", "where report.md, report.html and plots/ go"), params: Path = ParamsOpt) -> None:
+    """Render report.md and report.html from the pipeline's artifacts."""
+    from harness.report.stage import run_report
 
-    ctx = _run(lambda: run_report(load_section("report", params)))
+    ctx = _run(lambda: run_report(load_section("report", params), metrics_path, dataset_dir, sid_dir, embed_dir,
+                                  sft_dir, rl_dir, audit_dir, eval_dir, out_dir))
     out.print(ctx["verdict"], highlight=False)
 
 

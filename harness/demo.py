@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data.schema import read_dataset
-from harness.data.upstream_format import read_index_json
 from harness.errors import HarnessError
 from harness.prompts import next_sid_prompt
+from harness.sid.index import read_index_json
 from harness.sid.tokens import sid_string
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -34,7 +34,7 @@ class Recommender:
         import torch
 
         from harness.decode.constrained import catalogue_trie
-        from harness.evaluate import load_model
+        from harness.train.model import load_model
 
         ds = read_dataset(self.dataset_dir)
         self.items = ds.items
@@ -97,7 +97,7 @@ def serve(rec: Recommender, host: str = "127.0.0.1", port: int = 8000, k: int = 
 
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from harness.report import TEMPLATES
+    from harness.report.stage import TEMPLATES
 
     if host not in LOOPBACK:
         raise HarnessError(f"--host {host}: the demo serves the loopback interface only ({', '.join(LOOPBACK)})")

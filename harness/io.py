@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+_TOP_KEY_RE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)"\s*:\s*[\[{]', re.MULTILINE)
 
 
 def read_utf8(path: str | Path) -> str:
@@ -37,6 +40,55 @@ def read_json(path: str | Path) -> Any:
         return json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
         raise DataFormatError(path, e.lineno, f"broken JSON: {e.msg}") from None
+
+
+def load_json_object(path: Path) -> tuple[dict, dict[str, int]]:
+    """Load a JSON object, rejecting duplicate keys; return it with each top-level key's line."""
+    from harness.errors import DataFormatError
+
+    text = read_utf8(path)
+    if not text.strip():
+        raise DataFormatError(path, 1, "empty file")
+
+    def no_dupes(pairs):
+        seen = {}
+        for k, v in pairs:
+            if k in seen:
+                raise ValueError(f"duplicate key {k!r}")
+            seen[k] = v
+        return seen
+
+    try:
+        obj = json.loads(text, object_pairs_hook=no_dupes)
+    except json.JSONDecodeError as e:
+        raise DataFormatError(path, e.lineno, f"broken JSON: {e.msg}") from None
+    except ValueError as e:
+        key = str(e).split("duplicate key ", 1)[-1].strip("'\"")
+        return _raise_at_key(path, text, key, str(e))
+    if not isinstance(obj, dict):
+        raise DataFormatError(path, 1, "top level must be a JSON object")
+    lines: dict[str, int] = {}
+    if "\n" in text.strip():
+        for m in _TOP_KEY_RE.finditer(text):
+            lines.setdefault(m.group(1), text.count("\n", 0, m.start()) + 1)
+    return obj, lines
+
+
+def _raise_at_key(path: Path, text: str, key: str, message: str) -> NoReturn:
+    from harness.errors import DataFormatError
+
+    m = re.search(r'"' + re.escape(key) + r'"\s*:', text)
+    line = text.count("\n", 0, m.start()) + 1 if m else 1
+    raise DataFormatError(path, line, message)
+
+
+def int_key(key: str, path: Path, line: int) -> int:
+    """An item-id key of a JSON object: a non-negative integer written without leading zeros."""
+    from harness.errors import DataFormatError
+
+    if not re.fullmatch(r"0|[1-9]\d*", key):
+        raise DataFormatError(path, line, f"item id key {key!r} is not a non-negative integer")
+    return int(key)
 
 
 def _tmp_sibling(path: Path, is_dir: bool) -> Path:

@@ -6,12 +6,20 @@ A typo'd or ill-typed key fails before any work starts, with the file and the do
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from harness.errors import DataFormatError, HarnessError, ParamsError
+from harness.sid.registry import check_name
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -53,17 +61,17 @@ LenientClass = Literal["title_mismatch", "sid_mismatch"]
 
 
 class UpstreamSourceParams(_Section):
-    dir: str = "../shared/upstream-data/Amazon"
+    dir: str = "upstream/data/Amazon"  # upstream's own data, as `make upstream` checks it out (or a copy)
     category: str = "Industrial_and_Scientific"
-    # Protocol option: there is no train CSV in the shipped export, so the valid
-    # split can stand in as training data (the report flags the protocol change).
+    # Protocol option for a copy without the train CSV (a mirror, or `make upstream` from one): the valid
+    # split stands in as training data (the report flags the protocol change; refused where a train CSV exists).
     valid_as_train: bool = False
     # Consistency classes turned from errors into counted findings.
     lenient: list[LenientClass] = []
 
 
 class PreprocessParams(_Section):
-    """Arguments for upstream's data/amazon18_data_process.py (data.backend: upstream); spec §1.1."""
+    """Arguments for upstream's data/amazon18_data_process.py (data.backend: upstream); docs/hazards.md §1.1."""
 
     reviews_file: str | None = None  # raw Amazon-2018 reviews (JSON lines); required: never a guessed ../ path
     metadata_file: str | None = None  # raw Amazon-2018 metadata (JSON lines); required
@@ -95,7 +103,7 @@ class DataParams(_Section):
 
 # ---------------------------------------------------------------- embed
 class UpstreamEmbedParams(_Section):
-    """Upstream-only knobs of amazon_text2emb.py (spec §1.2): mean pooling, fp16, 1024 texts per batch."""
+    """Upstream-only knobs of amazon_text2emb.py (docs/hazards.md §1.2): mean pooling, fp16, 1024 texts per batch."""
 
     num_processes: int = Field(1, ge=1)  # accelerate launch --num_processes (upstream: 8)
     max_sent_len: int = Field(2048, ge=8)
@@ -120,7 +128,9 @@ class EmbedParams(_Section):
 
 
 # ---------------------------------------------------------------- sid
-SidMethod = Literal["rqkmeans", "rqkmeans-constrained", "rqvae", "rqkmeans-plus"]
+# A registered SID builder (harness/sid/registry.py, the one list of methods); "shipped" only for sid.method
+SidMethod = Annotated[str, AfterValidator(check_name)]
+SidChoice = Annotated[str, AfterValidator(lambda name: check_name(name, shipped=True))]
 
 
 class RqTrainParams(_Section):
@@ -150,12 +160,13 @@ class RqkmeansPlusParams(RqTrainParams):
 
 
 class SidParams(_Section):
-    method: SidMethod | Literal["shipped"] = "rqkmeans"
+    method: SidChoice = "rqkmeans"
     levels: int = Field(3, ge=1, le=8)
-    codebook_size: int = Field(32, ge=2)
+    codebook_size: int = Field(64, ge=2)
     kmeans_iters: int = Field(25, ge=1)
     seed: int = 0
-    compare: list[SidMethod] = []  # also built for the report's quality table; never used downstream
+    # also built for the report's quality table; never used downstream
+    compare: list[SidMethod] = ["rqkmeans", "rqkmeans-constrained", "rqvae", "rqkmeans-plus"]
     rqvae: RqvaeParams = RqvaeParams()
     rqkmeans_plus: RqkmeansPlusParams = RqkmeansPlusParams()
     # upstream: the pinned rq/ scripts build the selected method's index (rqkmeans -> rqkmeans_faiss.py,
@@ -181,7 +192,7 @@ class ModelParams(_Section):
 
 
 class SftTasks(_Section):
-    """The SFT task mixture (upstream trains several tasks that align language and SIDs, spec §1.5)."""
+    """The SFT task mixture (upstream trains several tasks that align language and SIDs, docs/hazards.md §1.5)."""
 
     next_sid: bool = True  # SID history -> next SID (the task that is evaluated)
     title_to_sid: bool = True  # item title -> its SID
@@ -237,11 +248,11 @@ class SftParams(_Section):
 
 # ---------------------------------------------------------------- rl
 class RlParams(_Section):
-    """GRPO on the SFT model: groups are constrained beams, rewards read each sample's own label (spec §1.6)."""
+    """GRPO on the SFT model: groups are constrained beams, rewards read each sample's own label (docs/hazards.md §1.6)."""
 
     enabled: bool = True
     seed: int = 0
-    max_prompts: int | None = Field(None, ge=1)  # train-split prompts used (None = all), drawn with the seed
+    max_prompts: int | None = Field(128, ge=1)  # train-split prompts used (None = all), drawn with the seed
     epochs: float = Field(1, gt=0)
     prompts_per_step: int = Field(4, ge=1)  # groups per optimiser step (upstream: 64 across 8 GPUs)
     num_generations: int = Field(16, ge=2)  # G: beams per prompt = the group

@@ -1,6 +1,6 @@
 """The one place this project's prompt wording lives; SFT, RL and evaluation all call these.
 
-Upstream words the same next-item task three different ways across SFT, RL and evaluation (spec H5).
+Upstream words the same next-item task three different ways across SFT, RL and evaluation (H5, docs/hazards.md).
 Here one function renders each task, so training and scoring see identical context. The alignment
 tasks (titles <-> SIDs) share the same short, plain style.
 """

@@ -61,8 +61,8 @@ def tiny_workdir(tmp_path) -> Path:
     stages with ``harness <stage> --params``: 40 items, 120 users, a deterministic 3-level SID index."""
     from harness.data.schema import write_dataset
     from harness.data.synthetic import generate
-    from harness.data.upstream_format import write_index_json
     from harness.params import SyntheticParams
+    from harness.sid.index import write_index_json
     from harness.sid.tokens import codes_to_tokens
 
     ds = generate(SyntheticParams(n_items=40, n_users=120, seed=3), 10, (0.8, 0.1, 0.1))
@@ -71,3 +71,25 @@ def tiny_workdir(tmp_path) -> Path:
     write_index_json(tmp_path / "data/sid/index.json",
                      {it.id: codes_to_tokens([it.id % 5, (it.id // 5) % 4, it.id // 20]) for it in ds.items})
     return tmp_path
+
+
+def stage_args(stage: str, item: str | None = None) -> list[str]:
+    """The arguments of ``harness <stage>`` exactly as dvc.yaml's cmd line gives them (the one place that names
+    the artifact paths); ``item`` fills evaluate's ``${item}``."""
+    import shlex
+
+    import yaml
+
+    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    name, _, _ = stage.partition("@")
+    s = stages[name]["do"] if "foreach" in stages[name] else stages[name]
+    argv = shlex.split(s["cmd"].replace("${item}", item or ""))
+    assert argv[0] == "harness"
+    return argv[1:]
+
+
+def stage_paths(stage: str, item: str | None = None) -> list[str]:
+    """The option values of dvc.yaml's cmd line, in order: the stage's entry function takes them positionally
+    (evaluate's first one is the model name)."""
+    args = stage_args(stage, item)
+    return [a for prev, a in zip(args, args[1:]) if prev.startswith("--")]

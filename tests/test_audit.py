@@ -1,4 +1,4 @@
-"""`harness audit`: the spec's figures recomputed on the real Industrial files, and the command's contract."""
+"""`harness audit`: the figures of docs/hazards.md (H4, H9, H12-H14) recomputed on the real Industrial files, and the command's contract."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def industrial(shared_amazon, tmp_path_factory) -> dict:
     return {name: json.loads((out / f"{name}.json").read_text()) for name in ("data", "sid", "findings")}
 
 
-def test_sid_figures_match_spec_h9_h4(industrial):
+def test_sid_figures_match_hazards_h9_h4(industrial):
     sid = industrial["sid"]
     assert (sid["items"], sid["unique_sids"], sid["collision_groups"], sid["colliding_items"],
             sid["largest_group"]) == (3686, 3670, 15, 31, 3)
@@ -39,7 +39,7 @@ def test_sid_figures_match_spec_h9_h4(industrial):
     assert sid["perplexity_per_level"][0] < 48 < sid["perplexity_per_level"][1]
 
 
-def test_data_figures_match_spec_h12_h13_h14(industrial):
+def test_data_figures_match_hazards_h12_h13_h14(industrial):
     valid, test = industrial["data"]["splits"]["valid"], industrial["data"]["splits"]["test"]
     assert (valid["rows"], test["rows"]) == (4532, 4533)
     # H12

@@ -34,7 +34,8 @@ ENTRIES = {  # how each entry point is called in the workspace (cwd)
 def canonical(tmp_path_factory) -> Path:
     """The good data as the pipeline's canonical dataset and SID folder (what `recommend` reads)."""
     from harness.data.schema import write_dataset
-    from harness.data.upstream_format import read_upstream_dir, write_index_json
+    from harness.data.upstream_format import read_upstream_dir
+    from harness.sid.index import write_index_json
 
     root = tmp_path_factory.mktemp("canonical")
     ds, _ = read_upstream_dir(GOOD / "Amazon", "Toy")

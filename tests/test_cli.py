@@ -15,7 +15,7 @@ import yaml
 import harness
 from harness.errors import ParamsError
 from harness.params import load_section
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, stage_args
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 
@@ -44,7 +44,7 @@ def test_unknown_params_key_is_named(tmp_path):
 
 def test_ill_typed_params_value_is_named(tmp_path):
     p = _params(tmp_path, {"evaluate": {"num_beams": "many"}})
-    r = _run(["evaluate", "--model", "sft", "--params", str(p)], tmp_path)
+    r = _run([*stage_args("evaluate", "sft"), "--params", str(p)], tmp_path)
     assert r.returncode != 0
     assert "evaluate.num_beams" in r.stderr and str(p) in r.stderr
     assert not (tmp_path / "reports").exists()
@@ -53,7 +53,7 @@ def test_ill_typed_params_value_is_named(tmp_path):
 def test_broken_yaml_names_line(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("data:\n  source: synthetic\n  split: [0.8, 0.1\n")
-    r = _run(["data", "--params", str(p)], tmp_path)
+    r = _run([*stage_args("data"), "--params", str(p)], tmp_path)
     assert r.returncode != 0 and f"{p}:" in r.stderr and "invalid YAML" in r.stderr
 
 
@@ -74,14 +74,14 @@ def test_data_and_shipped_sid_on_real_industrial(tmp_path, shared_amazon):
     """source=upstream with valid_as_train, then sid.method=shipped, through the CLI as dvc runs it."""
     p = _params(tmp_path, {
         "data": {"source": "upstream", "upstream": {"dir": str(shared_amazon), "valid_as_train": True}},
-        "sid": {"method": "shipped"},
+        "sid": {"method": "shipped", "compare": []},  # no builders beside the shipped index: no embeddings
     })
-    r = _run(["data", "--params", str(p)], tmp_path)
+    r = _run([*stage_args("data"), "--params", str(p)], tmp_path)
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "data/dataset/summary.json").read_text())
     assert summary["splits"]["train"]["rows"] == 4532 and summary["splits"]["valid"]["rows"] == 0
     assert summary["splits"]["test"]["rows"] == 4533 and summary["valid_as_train"] is True
-    r = _run(["sid", "--params", str(p)], tmp_path)
+    r = _run([*stage_args("sid"), "--params", str(p)], tmp_path)
     assert r.returncode == 0, r.stderr
     sid = json.loads((tmp_path / "data/sid/summary.json").read_text())
     assert sid["unique_sids"] == 3670 and sid["colliding_items"] == 31
@@ -95,20 +95,21 @@ def test_data_and_shipped_sid_on_real_industrial(tmp_path, shared_amazon):
 
 def test_upstream_source_without_train_csv_needs_the_protocol_option(tmp_path, shared_amazon):
     p = _params(tmp_path, {"data": {"source": "upstream", "upstream": {"dir": str(shared_amazon)}}})
-    r = _run(["data", "--params", str(p)], tmp_path)
+    r = _run([*stage_args("data"), "--params", str(p)], tmp_path)
     assert r.returncode == 2 and "valid_as_train" in r.stderr
     assert not (tmp_path / "data").exists()
 
 
 def test_shipped_sids_come_from_the_source_or_are_refused(tmp_path):
-    p = _params(tmp_path, {"data": {"synthetic": {"n_items": 30, "n_users": 20}}, "sid": {"method": "shipped"}})
-    assert _run(["data", "--params", str(p)], tmp_path).returncode == 0
-    r = _run(["sid", "--params", str(p)], tmp_path)
+    p = _params(tmp_path, {"data": {"synthetic": {"n_items": 30, "n_users": 20}},
+                           "sid": {"method": "shipped", "compare": []}})
+    assert _run([*stage_args("data"), "--params", str(p)], tmp_path).returncode == 0
+    r = _run([*stage_args("sid"), "--params", str(p)], tmp_path)
     assert r.returncode == 0, r.stderr  # the synthetic source ships its own hierarchical SIDs
     shipped = json.loads((tmp_path / "data/dataset/sid_index.json").read_text())
     assert json.loads((tmp_path / "data/sid/index.json").read_text()) == shipped
     (tmp_path / "data/dataset/sid_index.json").unlink()  # a dataset whose source shipped no SIDs
-    r = _run(["sid", "--params", str(p)], tmp_path)
+    r = _run([*stage_args("sid"), "--params", str(p)], tmp_path)
     assert r.returncode == 2 and "sid.method" in r.stderr
     assert json.loads((tmp_path / "data/sid/index.json").read_text()) == shipped  # old output untouched
 
@@ -117,7 +118,7 @@ def test_sid_stage_compares_builders_with_the_shipped_industrial_index(tmp_path,
     """embed from an upstream-layout .npy, then one builder beside the shipped index, as the report shows them."""
     import numpy as np
 
-    from harness.report import sid_table
+    from harness.report.model_tables import sid_table
 
     vectors = tmp_path / "Industrial_and_Scientific.emb-test-td.npy"
     np.save(vectors, np.random.default_rng(0).normal(size=(3686, 16)).astype(np.float16))
@@ -127,7 +128,7 @@ def test_sid_stage_compares_builders_with_the_shipped_industrial_index(tmp_path,
         "sid": {"method": "rqkmeans", "codebook_size": 256, "compare": ["rqkmeans-constrained"]},
     })
     for stage in ("data", "embed", "sid"):
-        r = _run([stage, "--params", str(p)], tmp_path)
+        r = _run([*stage_args(stage), "--params", str(p)], tmp_path)
         assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "data/sid/summary.json").read_text())
     rows = {r["method"]: r for r in summary["comparison"]}
@@ -144,7 +145,7 @@ def _kill_after_first_checkpoint(stage: str, params: Path, cwd: Path) -> list[Pa
     import signal
     import time
 
-    proc = subprocess.Popen([*HARNESS, stage, "--params", str(params)], cwd=cwd, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*HARNESS, *stage_args(stage), "--params", str(params)], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     ckpts = cwd / "models" / f".{stage}.checkpoints"
     deadline = time.time() + 300
@@ -162,18 +163,18 @@ def test_killed_sft_resumes_from_its_last_checkpoint_and_ends_as_an_uninterrupte
     """SIGKILL mid-training, run again: training continues from the last epoch checkpoint, cleans up, and on
     CPU the final weights are byte-identical to those of a run that was never interrupted."""
     tmp_path = tiny_workdir
-    p = _params(tmp_path, {"sft": {"epochs": 3, "batch_size": 1, "model": TINY_MODEL}})
-    assert _run(["sft", "--params", str(p)], tmp_path).returncode == 0
+    p = _params(tmp_path, {"sft": {"epochs": 2, "batch_size": 4, "model": TINY_MODEL}})
+    assert _run([*stage_args("sft"), "--params", str(p)], tmp_path).returncode == 0
     uninterrupted = (tmp_path / "models/sft/model.safetensors").read_bytes()
     shutil.rmtree(tmp_path / "models/sft")
 
     saved = _kill_after_first_checkpoint("sft", p, tmp_path)
-    r = _run(["sft", "--params", str(p)], tmp_path)
+    r = _run([*stage_args("sft"), "--params", str(p)], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "resuming from" in r.stderr and saved[0].name in r.stderr
     log = json.loads((tmp_path / "models/sft/training_log.json").read_text())
     steps_per_epoch = int(saved[0].name.split("-")[1])
-    assert log["global_steps"] == 3 * steps_per_epoch
+    assert log["global_steps"] == 2 * steps_per_epoch
     assert not saved[0].parent.parent.exists()  # cleaned up after success
     assert (tmp_path / "models/sft/model.safetensors").read_bytes() == uninterrupted
 
@@ -186,14 +187,14 @@ def test_killed_rl_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_workdir
         "sft": {"epochs": 1, "batch_size": 8, "model": TINY_MODEL},
         "rl": {"max_prompts": 24, "num_generations": 4, "prompts_per_step": 2, "save_steps": 3,
                "learning_rate": 0.01}})
-    assert _run(["sft", "--params", str(p)], tmp_path).returncode == 0
-    r = _run(["rl", "--params", str(p)], tmp_path)
+    assert _run([*stage_args("sft"), "--params", str(p)], tmp_path).returncode == 0
+    r = _run([*stage_args("rl"), "--params", str(p)], tmp_path)
     assert r.returncode == 0, r.stderr
     uninterrupted = (tmp_path / "models/rl/model.safetensors").read_bytes()
     shutil.rmtree(tmp_path / "models/rl")
 
     saved = _kill_after_first_checkpoint("rl", p, tmp_path)
-    r = _run(["rl", "--params", str(p)], tmp_path)
+    r = _run([*stage_args("rl"), "--params", str(p)], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "rl: resuming from" in r.stderr and saved[-1].name in r.stderr
     log = json.loads((tmp_path / "models/rl/training_log.json").read_text())

@@ -6,11 +6,19 @@ import random
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    LogitsProcessor,
+    LogitsProcessorList,
+)
 
-from transformers import LogitsProcessor, LogitsProcessorList
-
-from harness.decode.constrained import SidConstraint, SidTrie, constrained_beam_search, generation_config
+from harness.decode.constrained import (
+    SidConstraint,
+    SidTrie,
+    constrained_beam_search,
+    generation_config,
+)
 from harness.prompts import next_sid_prompt
 from harness.sid.tokens import codes_to_tokens, sid_string, vocabulary
 from harness.train.tokenizer import train_tokenizer

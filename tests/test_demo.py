@@ -33,7 +33,7 @@ def demo_workdir(tiny_workdir, monkeypatch) -> Path:
     lines[0] = json.dumps({**first, "title": HOSTILE})
     items.write_text("\n".join(lines) + "\n")
     monkeypatch.chdir(tiny_workdir)
-    run_sft(SftParams(max_steps=2, batch_size=8, model=TINY_MODEL))
+    run_sft(SftParams(max_steps=2, batch_size=8, model=TINY_MODEL), "data/dataset", "data/sid", "models/sft")
     return tiny_workdir
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from harness.data.schema import Item
-from harness.embed import embed_items, load_npy
 from harness.embed.encoder import pool, resolve_model
+from harness.embed.stage import embed_items, load_npy
 from harness.embed.text import MAX_DESCRIPTION_CHARS, item_text
 from harness.errors import HarnessError
 from harness.params import EmbedParams

@@ -15,7 +15,7 @@ import yaml
 
 from harness.errors import ParamsError
 from harness.launch import ZERO2_CONFIG, launch_command
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, stage_args
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 
@@ -77,28 +77,28 @@ def test_two_cpu_processes_train_and_evaluate_like_one(tiny_workdir):
                                   "evaluate": {**base["evaluate"], "num_processes": 2}})
     zero2 = _params(d, "zero2.yaml", {"sft": {**base["sft"], "num_processes": 2}})
 
-    r = _stage(["sft", "--params", str(zero2)], d)  # the default distributed mode needs GPUs: refused, no output
+    r = _stage([*stage_args("sft"), "--params", str(zero2)], d)  # the default distributed mode needs GPUs: refused, no output
     assert r.returncode == 2 and "sft.distributed" in r.stderr and not (d / "models").exists()
 
-    r = _stage(["sft", "--params", str(two)], d)
+    r = _stage([*stage_args("sft"), "--params", str(two)], d)
     assert r.returncode == 0, r.stderr
     log = json.loads((d / "models/sft/training_log.json").read_text())
     assert log["processes"] == 2 and r.stdout.count("sft: ") == 1  # one writer, one summary
-    r = _stage(["sft", "--params", str(one)], d)
+    r = _stage([*stage_args("sft"), "--params", str(one)], d)
     assert r.returncode == 0, r.stderr
     single = json.loads((d / "models/sft/training_log.json").read_text())
     assert single["processes"] == 1 and single["global_steps"] == 2 * log["global_steps"]
 
-    r = _stage(["rl", "--params", str(two)], d)
+    r = _stage([*stage_args("rl"), "--params", str(two)], d)
     assert r.returncode == 0, r.stderr
     rl = json.loads((d / "models/rl/training_log.json").read_text())
     assert rl["processes"] == 2 and rl["global_steps"] == 2  # 8 prompts / (2 per step x 2 processes)
 
-    r = _stage(["evaluate", "--model", "sft", "--params", str(two)], d)
+    r = _stage([*stage_args("evaluate", "sft"), "--params", str(two)], d)
     assert r.returncode == 0, r.stderr
     sharded = (d / "reports/eval/sft/predictions.json").read_bytes()
     scores = json.loads((d / "reports/eval/sft/scores.json").read_text())
     assert scores["protocol"]["processes"] == 2 and scores["protocol"]["rows"] == len(json.loads(sharded))
-    r = _stage(["evaluate", "--model", "sft", "--params", str(one)], d)
+    r = _stage([*stage_args("evaluate", "sft"), "--params", str(one)], d)
     assert r.returncode == 0, r.stderr
     assert (d / "reports/eval/sft/predictions.json").read_bytes() == sharded  # same rows, same order, same beams

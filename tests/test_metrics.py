@@ -1,4 +1,4 @@
-"""The upstream-compatible scorer against hand-computed cases (calc.py semantics, spec §1.7)."""
+"""The upstream-compatible scorer against hand-computed cases (calc.py semantics, docs/hazards.md §1.7)."""
 
 from __future__ import annotations
 
@@ -125,12 +125,13 @@ def test_baselines():
 def test_metrics_stage_refuses_scores_from_another_protocol(tiny_workdir):
     """reports/metrics.json puts models side by side only when they were scored on the same rows and beams."""
     from harness.errors import HarnessError
-    from harness.evaluate import ScoredRows, run_metrics
+    from harness.evaluate.metrics_stage import run_metrics
+    from harness.evaluate.protocol import TestProtocol
     from harness.params import EvaluateParams
 
     d = tiny_workdir
     p = EvaluateParams(num_beams=10)
-    t = ScoredRows(p, d / "data/dataset", d / "data/sid")
+    t = TestProtocol(p, d / "data/dataset", d / "data/sid")
     (d / "eval/sft").mkdir(parents=True)
     (d / "eval/rl").mkdir()
     sft = {"model": "sft", "scored": True, "metrics": {"hr@10": 0.5}, "protocol": {**t.protocol, "num_beams": 20}}

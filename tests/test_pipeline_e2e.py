@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, stage_args
 
 pytestmark = pytest.mark.e2e
 
@@ -90,6 +90,13 @@ def test_metrics_schema_and_predictions(reproduced):
     assert m["rl"]["legality_rate"] == 1.0
     assert m["protocol"]["rows"] == 60 and m["protocol"]["num_beams"] == 20
     assert m["protocol"]["generation"]["do_sample"] is False
+    from harness.results import SCHEMAS
+
+    for name, path in (("metrics.json", "reports/metrics.json"), ("scores.json", "reports/eval/sft/scores.json"),
+                       ("scores.json", "reports/eval/rl/scores.json"),
+                       ("unconstrained.json", "reports/eval/sft/unconstrained.json"),
+                       ("findings.json", "reports/audit/findings.json")):
+        SCHEMAS[name].validate_python(json.loads((reproduced / path).read_text()))  # every key is in the contract
     preds = json.loads((reproduced / "reports/eval/sft/predictions.json").read_text())
     assert len(preds) == 60
     assert set(preds[0]) == {"input", "output", "predict"} and len(preds[0]["predict"]) == 20
@@ -143,7 +150,7 @@ def test_hostile_title_is_text_in_both_reports_and_runs_no_script_in_a_browser(r
     items.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (work / "params.yaml").write_text((work / "params.yaml").read_text().replace("experiments: true",
                                                                                  "experiments: false"))
-    sh(work, "harness", "report")
+    sh(work, "harness", *stage_args("report"))
     html, md = (work / "reports/report.html").read_text(), (work / "reports/report.md").read_text()
     assert "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;Evil" in html and "<script>" not in html
     assert "\\<script\\>document.title='pwned'\\</script\\>Evil" in md
@@ -242,7 +249,8 @@ def test_exp_run_with_a_param_override_is_listed(reproduced):
 def test_exp_run_switches_the_sid_method_for_the_whole_pipeline(reproduced):
     sh(reproduced, "git", "add", "-A")
     sh(reproduced, "git", "commit", "-qm", "before the sid ablation")
-    out = sh(reproduced, "dvc", "exp", "run", "-S", "sid.method=rqkmeans-constrained", "-n", "constrained")
+    out = sh(reproduced, "dvc", "exp", "run", "-S", "sid.method=rqkmeans-constrained", "-S", "rl.enabled=false",
+             "-n", "constrained")  # RL off: the SFT model shows the whole pipeline took the new index
     assert "Stage 'embed' didn't change, skipping" in out and "Running stage 'sft'" in out
     summary = json.loads((reproduced / "data/sid/summary.json").read_text())
     assert summary["method"] == "rqkmeans-constrained" and summary["unique_share"] == 1.0
@@ -258,11 +266,11 @@ def test_rl_rollout_groups_are_distinct_catalogue_beams(reproduced):
     from types import SimpleNamespace
 
     from harness.data.schema import read_dataset
-    from harness.data.upstream_format import read_index_json
     from harness.decode.constrained import SidTrie
-    from harness.evaluate import load_model
     from harness.params import RlParams
+    from harness.sid.index import read_index_json
     from harness.sid.tokens import sid_string
+    from harness.train.model import load_model
     from harness.train.rl import make_rollout, rl_examples
 
     ds = read_dataset(reproduced / "data/dataset")

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.data.upstream_format import write_index_json
 from harness.data.schema import write_dataset
 from harness.params import RlParams, SftParams
+from harness.sid.index import write_index_json
 from harness.train.model import smollm2_dir
 from harness.train.rl import run_rl
 from harness.train.sft import run_sft

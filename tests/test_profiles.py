@@ -14,7 +14,7 @@ import yaml
 from harness.errors import HarnessError, ParamsError
 from harness.params import load_yaml
 from harness.profiles import _flatten, available, load_profile, merged_params, overrides
-from tests.conftest import REPO
+from tests.conftest import REPO, stage_args
 
 PROFILES = REPO / "profiles"
 BASE = load_yaml(REPO / "params.yaml")
@@ -85,8 +85,8 @@ def test_smollm2_cpu_profile_runs_sft_rl_and_evaluation_on_industrial(shared_ama
     params["rl"].update(max_prompts=2, num_generations=4, prompts_per_step=1)
     params["evaluate"].update(max_rows=4, num_beams=5)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    for args in (["data"], ["sid"], ["sft"], ["rl"], ["evaluate", "--model", "sft"], ["evaluate", "--model", "rl"],
-                 ["metrics"]):
+    for args in (stage_args("data"), stage_args("sid"), stage_args("sft"), stage_args("rl"),
+                 stage_args("evaluate", "sft"), stage_args("evaluate", "rl"), stage_args("metrics")):
         r = subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=tmp_path, capture_output=True,
                            text=True, timeout=900)
         assert r.returncode == 0, f"{args}: {r.stderr[-2000:]}"

@@ -131,7 +131,7 @@ def test_a_source_without_some_files_checks_out_sparsely_and_the_stages_name_wha
     assert why and "upstream/data/train/Toy_5.csv is absent" in why
     assert absent_upstream_file(sup / "upstream" / "code.py") is None
 
-    from harness.data import build_dataset
+    from harness.data.stage import build_dataset
     from harness.params import DataParams
 
     _only_test_split(sup / "upstream" / "data")

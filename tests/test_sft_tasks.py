@@ -50,9 +50,9 @@ def test_rl_prompts_add_title_to_sid_with_each_items_own_label(small_synthetic):
     from harness.train.rl import rl_examples
 
     ds, index = small_synthetic
-    base, counts = rl_examples(ds, index, RlParams())
+    base, counts = rl_examples(ds, index, RlParams(max_prompts=None))  # every prompt, not the default draw
     assert counts == {"next_sid": len(ds.split("train"))}
-    both, counts = rl_examples(ds, index, RlParams(title_to_sid=True))
+    both, counts = rl_examples(ds, index, RlParams(title_to_sid=True, max_prompts=None))
     titles = {it.title for it in ds.items}
     assert counts == {"next_sid": len(ds.split("train")), "title_to_sid": len(titles)}
     pairs = dict(zip(both["prompt"], both["target"]))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from harness.params import SidParams
-from harness.sid import build_codes, codebook_sizes
 from harness.sid.constrained import constrained_residual_kmeans, dedup_level
+from harness.sid.stage import build_codes, codebook_sizes
 
 
 def test_dedup_level_ranks_colliding_items_by_id():
@@ -122,7 +122,7 @@ def test_rqvae_keeps_its_best_collision_state_and_reloads_to_the_same_codes(embe
     import torch
     from safetensors.torch import load_file
 
-    from harness.sid.rqvae import RQAutoencoder, ResidualQuantizer, mlp
+    from harness.sid.rqvae import ResidualQuantizer, RQAutoencoder, mlp
 
     p = FAST.model_copy(update={"rqvae": FAST.rqvae.model_copy(update={"sinkhorn_rounds": 0})})
     codes = build_codes(embeddings, "rqvae", p, tmp_path, show_progress=False)

@@ -25,7 +25,7 @@ from harness.upstream import rl as up_rl
 from harness.upstream import sft as up_sft
 from harness.upstream import sid as up_sid
 from harness.upstream.env import plan, scan_imports
-from tests.conftest import REPO, TINY_MODEL
+from tests.conftest import REPO, TINY_MODEL, stage_args, stage_paths
 from tests.test_submodule import git
 
 FAKE = Path(__file__).parent / "fixtures" / "fake_upstream"
@@ -187,7 +187,8 @@ def checkout(tmp_path, tiny_workdir, monkeypatch) -> Path:
     monkeypatch.setenv("MINIONEREC_UPSTREAM_PYTHON", sys.executable)
     monkeypatch.delenv("DVC_ROOT", raising=False)
     from harness.data.schema import read_dataset
-    from harness.data.upstream_format import read_index_json, write_upstream_dir
+    from harness.data.upstream_format import write_upstream_dir
+    from harness.sid.index import read_index_json
 
     ds = read_dataset(work / "data/dataset")
     write_upstream_dir(ds, work / "data/sid/upstream", CAT, read_index_json(work / "data/sid/index.json"))
@@ -205,8 +206,8 @@ def tiny_model(tmp_path_factory) -> Path:
     'fine-tunes', trained once for this module."""
     from harness.data.schema import write_dataset
     from harness.data.synthetic import generate
-    from harness.data.upstream_format import write_index_json
     from harness.params import SyntheticParams
+    from harness.sid.index import write_index_json
     from harness.sid.tokens import codes_to_tokens
     from harness.train.sft import run_sft
 
@@ -228,13 +229,13 @@ def base(tiny_model, checkout) -> Path:
 
 
 def test_upstream_sft_rl_and_cross_scored_evaluation_on_the_fake(checkout, base, monkeypatch):
-    from harness.evaluate import run_metrics
-    from harness.report import model_blocks
+    from harness.evaluate.metrics_stage import run_metrics
+    from harness.report.model_tables import model_blocks
 
     monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com")  # upstream's rl.sh sets it; nothing may download
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # as inside a launched harness worker
     log = backends.run("sft", SftParams(backend="upstream", batch_size=4, num_processes=1,
-                                        model={"source": str(base)}))
+                                        model={"source": str(base)}), *stage_paths("sft"))
     sft = checkout / "models/sft"
     assert log["backend"] == "upstream" and log["global_steps"] == 2 and log["best_eval_loss"] == 1.5
     assert log["train_loss"] == 1.8  # only printed by the Trainer, as the real run
@@ -253,17 +254,17 @@ def test_upstream_sft_rl_and_cross_scored_evaluation_on_the_fake(checkout, base,
     _clean(checkout)
 
     with pytest.raises(HarnessError, match="needs a GPU: rl.py.*paged_adamw_32bit"):  # the real rl.py on a CPU
-        backends.run("rl", RlParams(backend="upstream", num_processes=1))
+        backends.run("rl", RlParams(backend="upstream", num_processes=1), *stage_paths("rl"))
     monkeypatch.setattr(up_rl, "needs_gpu", lambda: None)  # the fake stands in for a GPU run
     with pytest.raises(ParamsError, match=r"rl.py(:\d+)? draws DataFrame.sample\(10000\)"):
-        backends.run("rl", RlParams(backend="upstream", num_processes=1))
+        backends.run("rl", RlParams(backend="upstream", num_processes=1), *stage_paths("rl"))
     monkeypatch.setattr(up_rl, "SEQ_TITLE_SAMPLE", 10)
-    rl_log = backends.run("rl", RlParams(backend="upstream", num_processes=1))
+    rl_log = backends.run("rl", RlParams(backend="upstream", num_processes=1), *stage_paths("rl"))
     assert rl_log["upstream_commit"] == pin and rl_log["mean_reward_last_steps"] == pytest.approx(0.1)
     _clean(checkout)
 
     p = EvaluateParams(backend="both", prompts="upstream", num_beams=5, max_rows=12, num_processes=2)
-    s = backends.run("evaluate", p, "sft")
+    s = backends.run("evaluate", p, *stage_paths("evaluate", "sft"))
     assert s["evaluator"] == "native" and s["protocol"]["prompts"] == "upstream"
     assert s["metrics"]["legality_rate"] == 1.0  # native decoder, upstream's prompts and answer format
     up = json.loads((checkout / "reports/eval/sft/upstream/scores.json").read_text())
@@ -274,8 +275,8 @@ def test_upstream_sft_rl_and_cross_scored_evaluation_on_the_fake(checkout, base,
     agree = json.loads((checkout / "reports/eval/sft/upstream/agreement.json").read_text())
     assert agree["rows"] == 12 and sum(agree["classes"].values()) == 12
     _clean(checkout)
-    backends.run("evaluate", p.model_copy(update={"backend": "upstream"}), "rl")
-    m = run_metrics(p)
+    backends.run("evaluate", p.model_copy(update={"backend": "upstream"}), *stage_paths("evaluate", "rl"))
+    m = run_metrics(p, *stage_paths("metrics"))
     assert m["evaluated_by"]["rl"]["evaluator"] == "upstream" and "sft" in m["upstream_evaluate"]
     assert m["upstream_evaluate"]["sft"]["agreement"]["rows"] == 12
     labels = [label for label, _ in model_blocks(m)]
@@ -304,15 +305,15 @@ def test_calc_disagreement_or_a_missing_result_json_fails_and_writes_nothing(che
     p = EvaluateParams(backend="upstream", num_beams=5, max_rows=6)
     monkeypatch.setenv("FAKE_CALC_SKEW", "0.001")
     with pytest.raises(HarnessError, match="disagree with harness score"):
-        backends.run("evaluate", p, "sft")
+        backends.run("evaluate", p, *stage_paths("evaluate", "sft"))
     assert not (checkout / "reports/eval/sft").exists()
     monkeypatch.delenv("FAKE_CALC_SKEW")
     monkeypatch.setenv("FAKE_EVAL_EXIT", "2")  # H6: exit 2 is accepted once the result JSON exists
-    assert backends.run("evaluate", p, "sft")["metrics"]["rows"] == 6
+    assert backends.run("evaluate", p, *stage_paths("evaluate", "sft"))["metrics"]["rows"] == 6
     monkeypatch.setenv("FAKE_EVAL_NO_JSON", "1")
     shutil.rmtree(checkout / "reports/eval/sft")
     with pytest.raises(HarnessError, match="exited 2 without writing 0.json"):
-        backends.run("evaluate", p, "sft")
+        backends.run("evaluate", p, *stage_paths("evaluate", "sft"))
     assert not (checkout / "reports/eval/sft").exists()
 
 
@@ -320,17 +321,17 @@ def test_what_upstream_cannot_do_is_refused_up_front_naming_the_key_and_the_line
     shutil.copytree(base, checkout / "models/sft")
     summary = json.loads((checkout / "data/dataset/summary.json").read_text())
     (checkout / "data/dataset/summary.json").write_text(json.dumps({**summary, "name": "synthetic"}))
-    for stage, params, args in (("evaluate", EvaluateParams(backend="both"), ("sft",)),
-                                ("sft", SftParams(backend="upstream", model={"source": "scratch"}), ())):
+    for stage, params, args in (("evaluate", EvaluateParams(backend="both"), stage_paths("evaluate", "sft")),
+                                ("sft", SftParams(backend="upstream", model={"source": "scratch"}), stage_paths("sft"))):
         with pytest.raises(ParamsError, match=rf"key '{stage}.backend'.*{'evaluate' if stage == 'evaluate' else 'sft'}"
                                               r"\.py:\d+"):
             backends.run(stage, params, *args)
     with pytest.raises(ParamsError, match="sid.method.*generate_indices.py has no command line"):
-        backends.run("sid", SidParams(backend="upstream", method="rqvae"))
+        backends.run("sid", SidParams(backend="upstream", method="rqvae"), *stage_paths("sid"))
     with pytest.raises(ParamsError, match=r"sid.codebook_size.*not a power of two.*rqkmeans_faiss.py"):
         up_sid.refuse(SidParams(backend="upstream", method="rqkmeans", codebook_size=48))
     with pytest.raises(ParamsError, match="data.preprocess.reviews_file"):
-        backends.run("data", DataParams(backend="upstream"))
+        backends.run("data", DataParams(backend="upstream"), *stage_paths("data"))
     with pytest.raises(ParamsError, match="rl.num_generations.*does not divide"):
         up_rl.refuse(RlParams(num_generations=12), 20000)
     assert not (checkout / "reports/eval/sft/upstream").exists() and not (checkout / "models/rl").exists()
@@ -353,8 +354,8 @@ def test_a_modified_upstream_checkout_is_refused_unless_allowed(checkout, base):
     (checkout / "upstream/calc.py").write_text((checkout / "upstream/calc.py").read_text() + "\n# edited\n")
     p = EvaluateParams(backend="upstream", num_beams=5, max_rows=3)
     with pytest.raises(HarnessError, match="local modifications"):
-        backends.run("evaluate", p, "sft")
-    s = backends.run("evaluate", p, "sft", allow_unpinned=True)
+        backends.run("evaluate", p, *stage_paths("evaluate", "sft"))
+    s = backends.run("evaluate", p, *stage_paths("evaluate", "sft"), allow_unpinned=True)
     run = json.loads((checkout / "reports/eval/sft/upstream_run.json").read_text())
     assert s["scored"] and run["upstream_dirty"] is True
 
@@ -366,14 +367,14 @@ def test_a_script_that_writes_into_the_checkout_fails_the_stage(checkout, base):
     git(checkout / "upstream", "commit", "-qam", "a calc.py that writes beside itself")
     git(checkout, "commit", "-qam", "pin it")
     with pytest.raises(HarnessError, match="upstream/ changed while.*calc.py.out"):
-        backends.run("evaluate", EvaluateParams(backend="upstream", num_beams=5, max_rows=3), "sft")
+        backends.run("evaluate", EvaluateParams(backend="upstream", num_beams=5, max_rows=3), *stage_paths("evaluate", "sft"))
 
 
 def test_a_temp_experiment_is_refused_before_anything_runs(checkout, base, monkeypatch, tmp_path):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "the-real-workspace"))
     shutil.copytree(base, checkout / "models/sft")
     with pytest.raises(HarnessError, match="dvc exp run --temp.*dvc issues 7186, 10873"):
-        backends.run("evaluate", EvaluateParams(backend="upstream"), "sft")
+        backends.run("evaluate", EvaluateParams(backend="upstream"), *stage_paths("evaluate", "sft"))
 
 
 def test_data_embed_and_sid_stages_from_the_fake_scripts(checkout, base, tmp_path):
@@ -388,17 +389,20 @@ def test_data_embed_and_sid_stages_from_the_fake_scripts(checkout, base, tmp_pat
     (raw / "meta.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
     (raw / "reviews.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reviews))
     ds = backends.run("data", DataParams(backend="upstream", preprocess={"reviews_file": str(raw / "reviews.jsonl"),
-                                                                         "metadata_file": str(raw / "meta.jsonl")}))
+                                                                         "metadata_file": str(raw / "meta.jsonl")}),
+                      *stage_paths("data"))
     assert ds.name == CAT and len(ds.items) == 30 and {r.split for r in ds.interactions} == {"train", "valid", "test"}
     summary = json.loads((checkout / "data/dataset/summary.json").read_text())
     assert summary["upstream"]["upstream_commit"] and "TZ UTC" in (
         checkout / "data/dataset/upstream_logs/preprocess.log").read_text()
 
-    meta_out = backends.run("embed", EmbedParams(backend="upstream", model=str(encoder), upstream={"max_sent_len": 64}))
+    meta_out = backends.run("embed", EmbedParams(backend="upstream", model=str(encoder), upstream={"max_sent_len": 64}),
+                            *stage_paths("embed"))
     assert meta_out["source"] == "upstream" and meta_out["dim"] == 8
     assert meta_out["upstream"]["not_passed"]["dtype"]["upstream"].startswith("always loads the encoder in float16")
 
-    s = backends.run("sid", SidParams(backend="upstream", method="rqkmeans", levels=3, codebook_size=4, compare=[]))
+    s = backends.run("sid", SidParams(backend="upstream", method="rqkmeans", levels=3, codebook_size=4, compare=[]),
+                     *stage_paths("sid"))
     assert s["backend"] == "upstream" and s["items"] == 30 and s["upstream_commit"] and s["code_base"] == 0
     assert s["codebook_size_per_level"] == [4, 4, 4]
     assert (checkout / "data/sid/upstream/info").is_dir()  # the upstream-layout export, as with native
@@ -414,7 +418,7 @@ def test_without_the_submodule_an_upstream_stage_says_how_to_check_it_out(tiny_w
     shutil.copytree(tiny_model, work / "models/sft")
     summary = json.loads((work / "data/dataset/summary.json").read_text())
     (work / "data/dataset/summary.json").write_text(json.dumps({**summary, "name": CAT}))
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "evaluate", "--model", "sft"], cwd=work,
+    r = subprocess.run([sys.executable, "-m", "harness.cli", *stage_args("evaluate", "sft")], cwd=work,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "make upstream" in r.stderr and "UPSTREAM_URL" in r.stderr, r.stderr
     assert not [f for f in (work / "reports").rglob("*") if f.is_file()]

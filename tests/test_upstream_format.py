@@ -23,7 +23,7 @@ def test_real_industrial_counts(shared_amazon):
     assert ds.split("train") == []  # the train CSV is not in the export
     assert all(1 <= len(r.history) <= 10 for r in ds.interactions)
     s = sid_quality(ds.sid_index, ds.items)
-    # figures the spec measured on the shipped index
+    # figures measured on the shipped index (docs/hazards.md H9)
     assert s["unique_sids"] == 3670
     assert s["codes_used_per_level"] == [48, 256, 256]
     assert s["colliding_items"] == 31

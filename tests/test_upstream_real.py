@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.params import DataParams, EmbedParams, EvaluateParams, RlParams, SftParams, SidParams
+from harness.params import (
+    DataParams,
+    EmbedParams,
+    EvaluateParams,
+    RlParams,
+    SftParams,
+    SidParams,
+)
 from harness.provenance import git_record
 from harness.upstream import backends
 from harness.upstream.runner import PYTHON_ENV, UPSTREAM_VENV
@@ -50,8 +57,8 @@ def _clean() -> None:
 def industrial(shared_amazon, tmp_path_factory):
     """Upstream's Industrial export (valid split as training data, shipped SIDs) as the pipeline's artifacts, in a
     folder inside the repository (so upstream/ resolves), with MiniLM vectors from the native embed stage."""
-    from harness.data import run_data
-    from harness.embed import run_embed
+    from harness.data.stage import run_data
+    from harness.embed.stage import run_embed
 
     work = REPO / ".pytest-upstream-work"
     shutil.rmtree(work, ignore_errors=True)
@@ -79,7 +86,7 @@ def test_text2emb_embeds_like_the_native_encoder_in_fp16(industrial, at_repo, tm
     this slice); the rest is the two text cleanings (upstream embeds the description's list literal as a string,
     H16) and fp16."""
     from harness.data.schema import Dataset, read_dataset, write_dataset
-    from harness.embed import embed_items
+    from harness.embed.stage import embed_items
 
     ds = read_dataset(industrial / "data/dataset")
     small = Dataset(name=ds.name, items=ds.items[:120], interactions=[], sid_index=None)
@@ -131,8 +138,9 @@ def test_sft_py_trains_and_its_model_is_scored_by_evaluate_py_and_the_native_dec
     split as training data (the train CSV then stands in for its --eval_file, recorded), then evaluate.backend both
     with upstream's prompts: calc.py agrees with harness score, and the two decoders' Top-K are compared row by
     row."""
-    from harness.data.upstream_format import read_index_json, write_upstream_dir
     from harness.data.schema import read_dataset
+    from harness.data.upstream_format import write_upstream_dir
+    from harness.sid.index import read_index_json
 
     work = tmp_path / "w"
     shutil.copytree(industrial / "data/dataset", work / "data/dataset")

@@ -8,12 +8,8 @@ import pandas as pd
 
 from harness.audit.gx_run import ensure_context, validate
 from harness.data.schema import Dataset
-from harness.sid.quality import perplexity
-from harness.sid.tokens import sid_string
-
-
-def _code(token: str) -> int:
-    return int(token[1:-1].split("_")[1])
+from harness.sid.quality import sid_quality
+from harness.sid.tokens import parse_token, sid_string
 
 
 def item_frame(ds: Dataset, index: dict[int, list[str]], levels: int) -> pd.DataFrame:
@@ -22,7 +18,7 @@ def item_frame(ds: Dataset, index: dict[int, list[str]], levels: int) -> pd.Data
         toks = index.get(it.id)
         row = {"item_id": it.id, "sid": sid_string(toks) if toks else None, "sid_length": len(toks) if toks else 0}
         for level in range(levels):
-            row[f"code_{level}"] = _code(toks[level]) if toks and len(toks) > level else None
+            row[f"code_{level}"] = parse_token(toks[level])[1] if toks and len(toks) > level else None
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -44,6 +40,7 @@ def audit_sid(ds: Dataset, index: dict[int, list[str]], codebook_sizes: list[int
     results = validate(df, sid_suite(levels, sizes, modal))
     by = {r["finding"]: r for r in results}
 
+    quality = sid_quality(index, ds.items)  # the figures the sid stage reports too, computed once
     groups = Counter(df["sid"].dropna())
     colliding = {s: c for s, c in groups.items() if c > 1}
     sid_of = {i: sid_string(t) for i, t in index.items()}
@@ -53,19 +50,19 @@ def audit_sid(ds: Dataset, index: dict[int, list[str]], codebook_sizes: list[int
     out = {
         "items": len(ds.items),
         "items_without_sid": by["items_without_sid"]["unexpected_count"],
-        "unique_sids": len(groups),
-        "collision_groups": len(colliding),
+        "unique_sids": quality["unique_sids"],
+        "collision_groups": quality["collision_groups"],
         "colliding_items": by["colliding_items"]["unexpected_count"],
         "excess_items": sum(c - 1 for c in colliding.values()),
-        "largest_group": max(groups.values(), default=0),
+        "largest_group": quality["largest_group"],
         "collision_group_sizes": dict(sorted(Counter(colliding.values()).items())),
-        "sid_length_distribution": {str(k): v for k, v in sorted(lengths.items())},
+        "sid_length_distribution": quality["sid_length_distribution"],
         "items_with_other_sid_length": by["items_with_other_sid_length"]["unexpected_count"],
         "levels": levels,
         "codebook_size_per_level": sizes,
         "codebook_size_source": "given" if codebook_sizes else "inferred (next power of two above the largest code)",
         "codes_used_per_level": [by[f"codes_used_level_{lv}"]["observed_value"] for lv in range(levels)],
-        "perplexity_per_level": [round(perplexity(u), 4) for u in used],
+        "perplexity_per_level": quality["perplexity_per_level"],
         "test_rows": len(test_rows),
         "test_targets_with_colliding_sid": shared_targets,
         "duplicate_title_groups": sum(1 for c in titles.values() if c > 1),

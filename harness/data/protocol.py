@@ -1,4 +1,4 @@
-"""Upstream's sample protocol (spec §1.1 steps 5-6), shared by every source that has raw sequences.
+"""Upstream's sample protocol (docs/hazards.md §1.1 steps 5-6), shared by every source that has raw sequences.
 
 Sliding windows: for each position i >= 1 of a user's time-ordered sequence, the target is item i and the
 history the (at most ``max_history``) items before it. Split: all samples of all users are sorted by target

@@ -143,7 +143,7 @@ def read_dataset(in_dir: Path) -> Dataset:
     sid_index = None
     sid_path = in_dir / SID_INDEX_FILE
     if sid_path.exists():
-        from harness.data.upstream_format import read_index_json
+        from harness.sid.index import read_index_json
 
         sid_index = read_index_json(sid_path, n_items)
     summary = json.loads((in_dir / SUMMARY_FILE).read_text(encoding="utf-8")) if (in_dir / SUMMARY_FILE).exists() else {}

@@ -1,4 +1,4 @@
-"""Readers and writers for upstream MiniOneRec's file formats (spec §2).
+"""Readers and writers for upstream MiniOneRec's file formats (docs/hazards.md §2).
 
 Layout under a data dir ``DIR`` for a category ``CAT``::
 
@@ -20,11 +20,11 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import NoReturn
 
 from harness.data.schema import SPLITS, Dataset, Interaction, Item
 from harness.errors import DataFormatError
-from harness.io import read_utf8, write_text
+from harness.io import int_key, load_json_object, read_utf8, write_text
+from harness.sid.index import read_index_json, write_index_json
 
 CSV_COLUMNS = (
     "user_id",
@@ -35,10 +35,8 @@ CSV_COLUMNS = (
     "history_item_sid",
     "item_sid",
 )
-# Upstream's convert_dataset.py hard-codes this suffix whatever the real window was (spec H-notes).
+# Upstream's convert_dataset.py hard-codes this suffix whatever the real window was (docs/hazards.md §1.4).
 UPSTREAM_SUFFIX = "_5_2016-10-2018-11"
-TOKEN_RE = re.compile(r"^<([a-z])_(\d+)>$")
-_TOP_KEY_RE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)"\s*:\s*[\[{]', re.MULTILINE)
 
 csv.field_size_limit(10_000_000)
 
@@ -59,56 +57,13 @@ class ConsistencyCounter:
         raise DataFormatError(path, line, f"{message} (class '{cls}'; see data.upstream.lenient)")
 
 
-# ------------------------------------------------------------------ JSON helpers
-def _load_json_object(path: Path) -> tuple[dict, dict[str, int]]:
-    """Load a JSON object, rejecting duplicate keys; return it with each top-level key's line."""
-    text = read_utf8(path)
-    if not text.strip():
-        raise DataFormatError(path, 1, "empty file")
-
-    def no_dupes(pairs):
-        seen = {}
-        for k, v in pairs:
-            if k in seen:
-                raise ValueError(f"duplicate key {k!r}")
-            seen[k] = v
-        return seen
-
-    try:
-        obj = json.loads(text, object_pairs_hook=no_dupes)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(path, e.lineno, f"broken JSON: {e.msg}") from None
-    except ValueError as e:
-        key = str(e).split("duplicate key ", 1)[-1].strip("'\"")
-        return _raise_at_key(path, text, key, str(e))
-    if not isinstance(obj, dict):
-        raise DataFormatError(path, 1, "top level must be a JSON object")
-    lines: dict[str, int] = {}
-    if "\n" in text.strip():
-        for m in _TOP_KEY_RE.finditer(text):
-            lines.setdefault(m.group(1), text.count("\n", 0, m.start()) + 1)
-    return obj, lines
-
-
-def _raise_at_key(path: Path, text: str, key: str, message: str) -> NoReturn:
-    m = re.search(r'"' + re.escape(key) + r'"\s*:', text)
-    line = text.count("\n", 0, m.start()) + 1 if m else 1
-    raise DataFormatError(path, line, message)
-
-
-def _item_id(key: str, path: Path, line: int) -> int:
-    if not re.fullmatch(r"0|[1-9]\d*", key):
-        raise DataFormatError(path, line, f"item id key {key!r} is not a non-negative integer")
-    return int(key)
-
-
 # ------------------------------------------------------------------ item.json
 def read_item_json(path: Path) -> list[Item]:
-    obj, lines = _load_json_object(path)
+    obj, lines = load_json_object(path)
     items: dict[int, Item] = {}
     for key, rec in obj.items():
         line = lines.get(key, 1)
-        iid = _item_id(key, path, line)
+        iid = int_key(key, path, line)
         if not isinstance(rec, dict):
             raise DataFormatError(path, line, f"item {key}: value must be an object")
         title = rec.get("title")
@@ -134,35 +89,6 @@ def write_item_json(path: Path, items: list[Item]) -> None:
         for it in items
     }
     write_text(path, json.dumps(obj, indent=2))  # ASCII-escaped, as upstream writes it
-
-
-# ------------------------------------------------------------------ index.json
-def check_sid_tokens(tokens, where: str, path: Path, line: int) -> list[str]:
-    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-        raise DataFormatError(path, line, f"{where}: SID must be a non-empty list of token strings")
-    for level, tok in enumerate(tokens):
-        m = TOKEN_RE.match(tok)
-        if not m or m.group(1) != chr(ord("a") + level):
-            raise DataFormatError(
-                path, line, f"{where}: token {tok!r} at level {level} is not of the form <{chr(ord('a') + level)}_N>"
-            )
-    return tokens
-
-
-def read_index_json(path: Path, n_items: int | None = None) -> dict[int, list[str]]:
-    obj, lines = _load_json_object(path)
-    index: dict[int, list[str]] = {}
-    for key, tokens in obj.items():
-        line = lines.get(key, 1)
-        iid = _item_id(key, path, line)
-        if n_items is not None and iid >= n_items:
-            raise DataFormatError(path, line, f"item id {iid} is not in the catalogue (N={n_items})")
-        index[iid] = check_sid_tokens(tokens, f"item {key}", path, line)
-    return index
-
-
-def write_index_json(path: Path, index: dict[int, list[str]]) -> None:
-    write_text(path, json.dumps({str(k): v for k, v in sorted(index.items())}))
 
 
 # ------------------------------------------------------------------ info txt

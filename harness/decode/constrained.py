@@ -4,7 +4,7 @@ The catalogue is a trie over token ids stored as dense tables, one per depth: a 
 index, the allowed next tokens of every beam come from one gather, and the mask for a whole batch is one
 tensor operation per step, on the model's device. After a complete SID only EOS is allowed; a prefix that
 is not in the trie (which can only happen to a beam that was already impossible) gets EOS alone: the
-constraint fails *closed*, unlike upstream's, which leaves such rows unconstrained (spec H2).
+constraint fails *closed*, unlike upstream's, which leaves such rows unconstrained (H2, docs/hazards.md).
 
 Two decoders use it. For catalogues whose sequences all have the same length (SIDs without a dedup level,
 with or without a fixed suffix) ``sid_beam_search`` prefills each prompt once, expands the KV cache to the
@@ -13,7 +13,7 @@ same ranked beams as ``generate``'s beam search with ``length_penalty 0``, witho
 bookkeeping. Variable-length catalogues go through ``generate`` with the vectorised ``SidConstraint``.
 
 Every generation setting that could let a model's shipped ``generation_config.json`` turn beam search
-into beam sampling is set explicitly (spec H1).
+into beam sampling is set explicitly (H1, docs/hazards.md).
 """
 
 from __future__ import annotations

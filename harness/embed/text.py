@@ -7,7 +7,7 @@ whitespace are removed.
 Descriptions are cut to ``MAX_DESCRIPTION_CHARS`` characters. Two reasons:
 - MiniLM reads at most 256 word pieces, so a longer text changes nothing;
 - the cut keeps the text of very long items, where upstream empties any field of 2000 characters or more
-  (spec H16).
+  (H16, docs/hazards.md).
 
 An item with neither title nor description becomes ``unknown item``, as upstream.
 """

@@ -1,6 +1,6 @@
 """The upstream-compatible scorer: HR/NDCG exactly as upstream's calc.py prints them, plus what it hides.
 
-calc.py semantics (spec §1.7), reproduced operation for operation so the printed digits agree:
+calc.py semantics (docs/hazards.md §1.7), reproduced operation for operation so the printed digits agree:
 info SIDs are the first tab field, stripped; each beam is stripped of '"' and newlines, then whitespace;
 the target of ``"output"`` loses spaces, newlines and quotes (or is the first element of a list);
 the rank is the first beam equal to the target; NDCG accumulates 1/ln(rank+2) and is rescaled by ln 2;
@@ -21,8 +21,7 @@ from pathlib import Path
 
 from harness.errors import DataFormatError
 from harness.io import read_utf8
-
-TOPK = (1, 3, 5, 10, 20, 50)
+from harness.metrics import TOPK, key
 
 
 def clean_beam(text: str) -> str:
@@ -80,11 +79,11 @@ class Scorer:
             raise ValueError("no rows to score")
         n, out = self.n, {}
         for j, k in enumerate(self.ks):
-            out[f"hr@{k}"] = self.hr[j] / n
-            out[f"ndcg@{k}"] = self.ndcg[j] / n / (1.0 / math.log(2))
+            out[key("hr", k)] = self.hr[j] / n
+            out[key("ndcg", k)] = self.ndcg[j] / n / (1.0 / math.log(2))
         for j, k in enumerate(self.ks):
-            out[f"collision_aware_hr@{k}"] = self.ca_hr[j] / n
-            out[f"collision_aware_ndcg@{k}"] = self.ca_ndcg[j] / n / (1.0 / math.log(2))
+            out[key("collision_aware_hr", k)] = self.ca_hr[j] / n
+            out[key("collision_aware_ndcg", k)] = self.ca_ndcg[j] / n / (1.0 / math.log(2))
         out.update({"illegal_count": self.cc, "legality_rate": self.legal / self.total if self.total else 1.0,
                     "duplicate_rows": self.dup_rows, "rows": n, "beams": self.beams})
         return out

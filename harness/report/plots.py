@@ -10,10 +10,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from harness.evaluate.baselines import BASELINES  # noqa: E402
 from harness.io import write_json  # noqa: E402
+from harness.metrics import cutoffs, key  # noqa: E402
 
 PNG_META = {"Software": None}  # no version string in the files: same data, same bytes
-SERIES = ("SFT", "SFT + RL", "Most popular", "Repeat last")  # always present in the JSON (null when not run)
+# always present in the JSON (null when not run): the two models, then every registered baseline
+SERIES = ("SFT", "SFT + RL", *(b.label for b in BASELINES.values()))
 
 
 def short_label(label: str) -> str:
@@ -30,14 +33,14 @@ def _save(fig, path: Path) -> None:
 
 def metrics_at_k(blocks: list[tuple[str, dict]], out: Path) -> list[str]:
     """HR@K and NDCG@K curves, one line per model and baseline; ``metrics_at_k.json`` holds one row per K."""
-    ks = sorted({int(k.split("@")[1]) for k in blocks[0][1] if k.startswith("hr@")})
+    ks = cutoffs(blocks[0][1])
     rows = []
     for k in ks:
         row: dict = {"k": k, **{f"{s} {m}": None for s in SERIES for m in ("HR", "NDCG")}}
         for label, m in blocks:
             short = short_label(label)
-            row[f"{short} HR"] = m[f"hr@{k}"]
-            row[f"{short} NDCG"] = m[f"ndcg@{k}"]
+            row[f"{short} HR"] = m[key("hr", k)]
+            row[f"{short} NDCG"] = m[key("ndcg", k)]
         rows.append(row)
     write_json(out / "metrics_at_k.json", rows)
     files = []

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from harness.metrics import headline_k
+from harness.metrics import key as metric_key
 from harness.profiles import _flatten
 
 Table = tuple[list[str], list[list[str]]]
@@ -50,9 +52,9 @@ def decoding_table(decoding: dict) -> Table:
     for model, d in decoding.items():
         for kind in ("constrained", "unconstrained"):
             m = d[kind]
-            k = 10 if "hr@10" in m else max(int(x.split("@")[1]) for x in m if x.startswith("hr@"))
+            k = headline_k(m)
             rows.append([model.upper(), str(d["rows"]), kind, _f(m["legality_rate"]), str(m["illegal_count"]),
-                         _f(m[f"hr@{k}"]), _f(m[f"ndcg@{k}"])])
+                         _f(m[metric_key("hr", k)]), _f(m[metric_key("ndcg", k)])])
     return header, rows
 
 

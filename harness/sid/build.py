@@ -11,21 +11,23 @@ import time
 from pathlib import Path
 
 from harness.data.schema import Dataset
-from harness.data.upstream_format import UPSTREAM_SUFFIX, read_item_json, write_index_json, write_info_txt
+from harness.data.upstream_format import UPSTREAM_SUFFIX, read_item_json, write_info_txt
 from harness.errors import HarnessError
 from harness.io import merge_into, write_json
 from harness.params import EmbedParams, SidParams
+from harness.sid.index import write_index_json
+from harness.sid.registry import SHIPPED, SID_METHODS
 from harness.sid.tokens import codes_to_tokens
 
 
 def build_sids(item_json: str | Path, out_dir: str | Path, sid: SidParams, embed: EmbedParams) -> dict:
     """Write OUT/index.json, OUT/<category>_5_2016-10-2018-11.txt, OUT/sid_stats.json (+ checkpoints)."""
     from harness.audit.sid import audit_sid
-    from harness.embed import embed_items
-    from harness.sid import build_codes, codebook_sizes
+    from harness.embed.stage import embed_items
     from harness.sid.quality import sid_quality
+    from harness.sid.stage import build_codes, codebook_sizes
 
-    if sid.method == "shipped":
+    if sid.method == SHIPPED:
         raise HarnessError("build-sids builds an index; 'shipped' is only a pipeline choice")
     item_json = Path(item_json)
     items = read_item_json(item_json)
@@ -46,8 +48,9 @@ def build_sids(item_json: str | Path, out_dir: str | Path, sid: SidParams, embed
                       "method": sid.method, "levels": sid.levels, "codebook_size": sid.codebook_size,
                       "seed": sid.seed, "kmeans_iters": sid.kmeans_iters, "embedding": embed_meta,
                       "embed_seconds": round(t1 - t0, 2), "build_seconds": round(t2 - t1, 2)})
-        if sid.method in ("rqvae", "rqkmeans-plus"):
-            stats["training"] = getattr(sid, sid.method.replace("-", "_")).model_dump()
+        own = SID_METHODS[sid.method].params  # the method's own training knobs, if it has any
+        if own:
+            stats["training"] = getattr(sid, own).model_dump()
         write_index_json(tmp / "index.json", index)
         write_info_txt(tmp / f"{category}{UPSTREAM_SUFFIX}.txt", items, index)
         write_json(tmp / "sid_stats.json", stats)

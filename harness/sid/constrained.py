@@ -4,7 +4,7 @@ Each level runs size-constrained k-means (the k-means-constrained package: min-c
 the residual, with cluster sizes in [n//K - 1, n//K + 1] as upstream, so every level spreads items evenly
 over its codebook. Items whose full code tuple still collides then get one extra level: their 0-based rank
 within the collision group, by item id. SIDs are therefore unique, and variable in length (L for unique
-items, L+1 for the members of a collision group; spec H10).
+items, L+1 for the members of a collision group; H10 in docs/hazards.md).
 """
 
 from __future__ import annotations
@@ -48,3 +48,8 @@ def dedup_level(codes: np.ndarray) -> list[list[int]]:
         for rank, item in enumerate(members):
             out[item].append(rank)
     return out
+
+
+def build(emb: np.ndarray, p, checkpoint_dir=None, show_progress: bool = True) -> list[list[int]]:
+    """The registry's builder: balanced residual k-means, then a dedup level for the items still sharing a SID."""
+    return dedup_level(constrained_residual_kmeans(emb, p.levels, p.codebook_size, p.kmeans_iters, p.seed)[0])

@@ -20,3 +20,8 @@ def residual_kmeans(x: np.ndarray, levels: int, k: int, iters: int, seed: int) -
         residual -= km.centroids[assign[:, 0]]
         centroids.append(km.centroids.copy())
     return codes, centroids
+
+
+def build(emb: np.ndarray, p, checkpoint_dir=None, show_progress: bool = True) -> list[list[int]]:
+    """The registry's builder (harness/sid/registry.py): ``sid.levels`` levels of ``sid.codebook_size`` codes."""
+    return residual_kmeans(emb, p.levels, p.codebook_size, p.kmeans_iters, p.seed)[0].tolist()

@@ -29,8 +29,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from harness.io import write_json
-from harness.sid.constrained import collision_groups
 from harness.params import RqTrainParams, RqvaeParams
+from harness.sid.constrained import collision_groups
 
 
 def mlp(dims: list[int], zero_last: bool = False) -> nn.Sequential:
@@ -232,3 +232,17 @@ def rqkmeans_plus_codes(x: np.ndarray, levels: int, k: int, kmeans_iters: int, s
         _save(model.cpu(), log, checkpoint_dir, "rqkmeans_plus", {"method": "rqkmeans-plus", "keep": p.keep,
                                                                   "kept_epoch": kept})
     return codes.numpy()
+
+
+def build_rqvae(emb: np.ndarray, p, checkpoint_dir: Path | None = None, show_progress: bool = True) -> list[list[int]]:
+    """The registry's rqvae builder (its training knobs: ``sid.rqvae``)."""
+    return rqvae_codes(emb, p.levels, p.codebook_size, p.kmeans_iters, p.seed, p.rqvae, checkpoint_dir,
+                       show_progress).tolist()
+
+
+def build_plus(emb: np.ndarray, p, checkpoint_dir: Path | None = None, show_progress: bool = True) -> list[list[int]]:
+    """The registry's rqkmeans-plus builder (its training knobs: ``sid.rqkmeans_plus``), with a dedup level."""
+    from harness.sid.constrained import dedup_level
+
+    return dedup_level(rqkmeans_plus_codes(emb, p.levels, p.codebook_size, p.kmeans_iters, p.seed, p.rqkmeans_plus,
+                                           checkpoint_dir, show_progress))

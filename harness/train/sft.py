@@ -16,12 +16,19 @@ import torch
 from datasets import Dataset as HFDataset
 
 from harness.data.schema import Dataset, read_dataset
-from harness.data.upstream_format import read_index_json
 from harness.errors import HarnessError, ParamsError
 from harness.io import atomic_dir, write_json
 from harness.params import SftParams, SftTasks
-from harness.prompts import (TEMPLATES, next_sid_prompt, short_title, sid_history_to_title_prompt,
-                             sid_to_title_prompt, title_history_prompt, title_to_sid_prompt)
+from harness.prompts import (
+    TEMPLATES,
+    next_sid_prompt,
+    short_title,
+    sid_history_to_title_prompt,
+    sid_to_title_prompt,
+    title_history_prompt,
+    title_to_sid_prompt,
+)
+from harness.sid.index import read_index_json
 from harness.sid.tokens import history_sids, sid_string, vocabulary
 
 TRAINING_LOG = "training_log.json"
@@ -88,16 +95,13 @@ def write_scratch_base(p: SftParams, ds: Dataset, out: Path) -> Path:
     return out
 
 
-def run_sft(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-            out_dir: str | Path = "models/sft") -> dict | None:
+def run_sft(p: SftParams, dataset_dir: str | Path, sid_dir: str | Path,
+            out_dir: str | Path) -> dict | None:
     """Entry point of the ``sft`` stage: writes an HF model folder with its tokenizer and training log."""
-    from transformers import set_seed
+    from transformers import PrinterCallback, set_seed
     from trl import SFTTrainer
 
-    from transformers import PrinterCallback
-
     from harness.console import console
-
     from harness.train.callbacks import RichProgress
     from harness.train.checkpoints import checkpoint_dir, last_complete_checkpoint
     from harness.train.model import pretrained_model, scratch_model
@@ -177,7 +181,7 @@ def sft_config(p: SftParams, output_dir: Path, select: bool, **overrides):
     checkpoint with the lowest valid loss; ``overrides``: any SFTConfig field (the benchmark turns saving off)."""
     from trl import SFTConfig
 
-    from harness.train import runtime_args
+    from harness.train.runtime import runtime_args
 
     every = p.eval_steps or p.max_steps  # steps (a share of the total when < 1) between evaluations; None: epochs
     args = dict(

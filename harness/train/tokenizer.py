@@ -2,7 +2,8 @@
 
 Why train one: the embedded default must work with no downloads, and a 1k-token vocabulary keeps the
 scratch model's embedding (and the cost of every softmax) small. SID tokens are added as normal,
-non-special tokens, so ``decode(..., skip_special_tokens=True)`` keeps them (stack notes §2, §5).
+non-special tokens, so ``decode(..., skip_special_tokens=True)`` keeps them: tokens added as *special* ones
+vanish there, and trl's GRPOTrainer decodes completions that way before the rewards read them.
 
 Two styles:
 - ``llama`` (the default's): GPT-2's pre-tokenisation, ``<pad>``/``<eos>``/``<unk>``.

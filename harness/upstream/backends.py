@@ -16,12 +16,12 @@ from collections.abc import Callable
 from importlib import import_module
 
 NATIVE = {
-    "data": "harness.data:run_data",
-    "embed": "harness.embed:run_embed",
-    "sid": "harness.sid:run_sid",
+    "data": "harness.data.stage:run_data",
+    "embed": "harness.embed.stage:run_embed",
+    "sid": "harness.sid.stage:run_sid",
     "sft": "harness.train.sft:run_sft",
     "rl": "harness.train.rl:run_rl",
-    "evaluate": "harness.evaluate:run_evaluate",
+    "evaluate": "harness.evaluate.stage:run_evaluate",
 }
 UPSTREAM = {stage: f"harness.upstream.{stage}:run" for stage in NATIVE}
 

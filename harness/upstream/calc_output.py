@@ -1,4 +1,4 @@
-"""Upstream calc.py prints its metrics and writes no file (spec §1.7). This module parses what it printed
+"""Upstream calc.py prints its metrics and writes no file (docs/hazards.md §1.7). This module parses what it printed
 and checks it against ``harness score`` on the same result JSON, so a wrapped upstream evaluation reports
 numbers computed once, by our scorer, and proven equal to what calc.py would have shown.
 
@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 
 from harness.errors import DataFormatError
+from harness.metrics import cutoffs
+from harness.metrics import key as metric_key
 
 NUMPY_PRECISION = 8  # numpy's default print precision, which calc.py's array prints use
 _NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
@@ -47,13 +49,13 @@ def parse_calc_stdout(text: str, source: str | Path = "<calc.py stdout>") -> dic
 
 def disagreements(printed: dict, metrics: dict, ks: list[int] | None = None) -> list[str]:
     """Where calc.py's printed figures differ from ``harness score``'s beyond the printed precision."""
-    ks = ks or sorted(int(k.split("@")[1]) for k in metrics if k.startswith("hr@"))
+    ks = ks or cutoffs(metrics)
     problems: list[str] = []
     if len(printed["hr"]) != len(ks):
         return [f"calc.py printed {len(printed['hr'])} cut-offs, harness score has {len(ks)} ({ks})"]
     for name in ("hr", "ndcg"):
         for k, shown in zip(ks, printed[name]):
-            ours = metrics[f"{name}@{k}"]
+            ours = metrics[metric_key(name, k)]
             if abs(float(shown) - ours) > _half_last_digit(shown) + 1e-12:
                 problems.append(f"{name}@{k}: calc.py {shown}, harness score {ours!r}")
     if printed["cc"] != metrics["illegal_count"]:

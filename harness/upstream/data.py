@@ -55,7 +55,7 @@ def read_inter(path: Path, split: str) -> list[Interaction]:
     return rows
 
 
-def run(p: DataParams, out_dir: str | Path = "data/dataset", allow_unpinned: bool = False) -> Dataset:
+def run(p: DataParams, out_dir: str | Path, allow_unpinned: bool = False) -> Dataset:
     """Adapter of ``harness.data.run_data`` for ``data.backend: upstream``."""
     if p.source != "synthetic":
         raise ParamsError("params.yaml", "data.backend", "upstream runs the preprocessing script on raw files "

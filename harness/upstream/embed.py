@@ -8,13 +8,21 @@ from pathlib import Path
 
 from harness.data.schema import read_dataset
 from harness.data.upstream_format import write_item_json
-from harness.embed import load_npy
 from harness.embed.encoder import resolve_model
+from harness.embed.stage import load_npy
 from harness.errors import ParamsError
 from harness.io import atomic_dir, write_json, write_npy
 from harness.params import EmbedParams
 from harness.upstream import source
-from harness.upstream.runner import Command, begin, finish, not_passed, run_command, warn_not_passed, workdir
+from harness.upstream.runner import (
+    Command,
+    begin,
+    finish,
+    not_passed,
+    run_command,
+    warn_not_passed,
+    workdir,
+)
 
 SCRIPT = "rq/text2emb/amazon_text2emb.py"
 EMB_NAME = "qwen"  # the script writes {root}/{dataset}.emb-{plm_name}-td.npy
@@ -46,7 +54,7 @@ def embeddings_file(root: Path, category: str) -> Path:
     return root / f"{category}.emb-{EMB_NAME}-td.npy"
 
 
-def run(p: EmbedParams, dataset_dir: str | Path = "data/dataset", out_dir: str | Path = "data/embed",
+def run(p: EmbedParams, dataset_dir: str | Path, out_dir: str | Path,
         allow_unpinned: bool = False) -> dict:
     """Adapter of ``harness.embed.run_embed`` for ``embed.backend: upstream``."""
     if p.npy:

@@ -21,13 +21,21 @@ import numpy as np
 
 from harness.data.upstream_format import write_info_txt, write_split_csv
 from harness.errors import DataFormatError, HarnessError, ParamsError
-from harness.evaluate import (PREDICTIONS, SCORES, UPSTREAM, ScoredRows, model_present, record_not_scored,
-                              run_evaluate)
+from harness.evaluate.protocol import TestProtocol
+from harness.evaluate.stage import model_present, record_not_scored, run_evaluate
 from harness.io import atomic_dir, read_utf8, write_json
 from harness.params import EvaluateParams
+from harness.results import PREDICTIONS, SCORES, UPSTREAM
 from harness.upstream import source
 from harness.upstream.calc_output import disagreements, parse_calc_stdout
-from harness.upstream.runner import Command, begin, finish, run_command, run_parallel, workdir
+from harness.upstream.runner import (
+    Command,
+    begin,
+    finish,
+    run_command,
+    run_parallel,
+    workdir,
+)
 
 PARAMS = "params.yaml"
 SCRIPT = "evaluate.py"
@@ -93,7 +101,7 @@ def _read_shard(result: Path, code: int, log: Path) -> list[dict]:
     return part
 
 
-def upstream_scores(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Path, out: Path,
+def upstream_scores(p: EvaluateParams, t: TestProtocol, model: str, model_dir: Path, out: Path,
                     allow_unpinned: bool) -> dict:
     """evaluate.py per shard, merged, calc.py checked against ``harness score``; writes predictions.json,
     scores.json, upstream_run.json and the logs into ``out``."""
@@ -148,7 +156,7 @@ def upstream_scores(p: EvaluateParams, t: ScoredRows, model: str, model_dir: Pat
     return scores
 
 
-def export_prompts(t: ScoredRows, model_dir: Path, allow_unpinned: bool) -> list[list[int]]:
+def export_prompts(t: TestProtocol, model_dir: Path, allow_unpinned: bool) -> list[list[int]]:
     """Upstream's evaluation prompts (token ids), rendered by its own EvalSidDataset in its environment."""
     python = begin("evaluate (upstream prompts)", allow_unpinned)[1]
     with workdir("prompts") as work:
@@ -256,13 +264,13 @@ class Rescorer:
         return out
 
 
-def run(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-        model_dir: str | Path | None = None, out_dir: str | Path | None = None,
+def run(p: EvaluateParams, model: str, dataset_dir: str | Path, sid_dir: str | Path,
+        model_dir: str | Path, out_dir: str | Path,
         allow_unpinned: bool = False) -> dict | None:
     """Adapter of ``harness.evaluate.run_evaluate`` for ``backend: upstream | both`` and ``prompts: upstream``."""
-    model_dir = Path(model_dir or f"models/{model}")
-    out_dir = Path(out_dir or f"reports/eval/{model}")
-    t = ScoredRows(p, Path(dataset_dir), Path(sid_dir))
+    model_dir = Path(model_dir)
+    out_dir = Path(out_dir)
+    t = TestProtocol(p, Path(dataset_dir), Path(sid_dir))
     if not model_present(model, model_dir):
         return record_not_scored(t, model, model_dir, out_dir)
     if p.backend != "native":
@@ -272,11 +280,11 @@ def run(p: EvaluateParams, model: str, dataset_dir: str | Path = "data/dataset",
             return upstream_scores(p, t, model, model_dir, tmp, allow_unpinned)
     rendered: list[list[list[int]]] = []
 
-    def prompt_source(rows: ScoredRows, model_dir: Path) -> list[list[int]]:
+    def prompt_source(rows: TestProtocol, model_dir: Path) -> list[list[int]]:
         rendered.append(export_prompts(rows, model_dir, allow_unpinned))
         return rendered[-1]
 
-    def cross_score(tmp: Path, rows: ScoredRows, model_dir: Path, native: dict) -> dict:
+    def cross_score(tmp: Path, rows: TestProtocol, model_dir: Path, native: dict) -> dict:
         (tmp / UPSTREAM).mkdir()
         up = upstream_scores(p, rows, model, model_dir, tmp / UPSTREAM, allow_unpinned)
         if rendered:  # same prompts on both sides: a comparison of the decoders alone

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from harness.data.upstream_format import UPSTREAM_SUFFIX, read_index_json
+from harness.data.upstream_format import UPSTREAM_SUFFIX
 from harness.errors import HarnessError, ParamsError
+from harness.sid.index import read_index_json
 from harness.upstream import source
 
 PARAMS = "params.yaml"

@@ -20,8 +20,16 @@ from harness.io import atomic_dir, write_json
 from harness.params import RlParams
 from harness.upstream import source
 from harness.upstream.checkpoints import copy_checkpoint, trainer_log
-from harness.upstream.runner import Command, begin, finish, not_passed, run_command, warn_not_passed, workdir
 from harness.upstream.export import require, three_level_sids, upstream_files
+from harness.upstream.runner import (
+    Command,
+    begin,
+    finish,
+    not_passed,
+    run_command,
+    warn_not_passed,
+    workdir,
+)
 
 PARAMS = "params.yaml"
 SCRIPT = "rl.py"
@@ -89,8 +97,8 @@ def command(p: RlParams, python: str, sft_model: Path, files: dict[str, Path], o
                     "--sid_index_path", str(files["index"].resolve()), "--item_meta_path", str(files["item"].resolve())])
 
 
-def run(p: RlParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-        sft_dir: str | Path = "models/sft", out_dir: str | Path = "models/rl", allow_unpinned: bool = False) -> dict:
+def run(p: RlParams, dataset_dir: str | Path, sid_dir: str | Path,
+        sft_dir: str | Path, out_dir: str | Path, allow_unpinned: bool = False) -> dict:
     """Adapter of ``harness.train.rl.run_rl`` for ``rl.backend: upstream``."""
     ds = read_dataset(Path(dataset_dir))
     source.need_category(SCRIPT, ds.name, "rl.backend")

@@ -18,7 +18,15 @@ from harness.params import SftParams
 from harness.upstream import source
 from harness.upstream.checkpoints import copy_checkpoint, trainer_log
 from harness.upstream.export import require, three_level_sids, upstream_files
-from harness.upstream.runner import Command, begin, finish, not_passed, run_command, warn_not_passed, workdir
+from harness.upstream.runner import (
+    Command,
+    begin,
+    finish,
+    not_passed,
+    run_command,
+    warn_not_passed,
+    workdir,
+)
 
 PARAMS = "params.yaml"
 SCRIPT = "sft.py"
@@ -73,8 +81,8 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def run(p: SftParams, dataset_dir: str | Path = "data/dataset", sid_dir: str | Path = "data/sid",
-        out_dir: str | Path = "models/sft", allow_unpinned: bool = False) -> dict:
+def run(p: SftParams, dataset_dir: str | Path, sid_dir: str | Path,
+        out_dir: str | Path, allow_unpinned: bool = False) -> dict:
     """Adapter of ``harness.train.sft.run_sft`` for ``sft.backend: upstream``."""
     from harness.train.model import pretrained_dir
     from harness.train.sft import write_scratch_base

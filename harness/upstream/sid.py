@@ -19,11 +19,21 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.schema import Dataset
-from harness.data.upstream_format import read_index_json
 from harness.errors import HarnessError, ParamsError
 from harness.params import SidParams
+from harness.sid.index import read_index_json
+from harness.sid.registry import SHIPPED, SID_METHODS
+from harness.sid.tokens import parse_token
 from harness.upstream import source
-from harness.upstream.runner import Command, begin, finish, not_passed, run_command, warn_not_passed, workdir
+from harness.upstream.runner import (
+    Command,
+    begin,
+    finish,
+    not_passed,
+    run_command,
+    warn_not_passed,
+    workdir,
+)
 
 PARAMS = "params.yaml"
 EMB = "{category}.emb-qwen-td.npy"  # the file name every rq/ script reads
@@ -35,13 +45,14 @@ def _embeddings(root: Path, category: str) -> Path:
 
 def refuse(p: SidParams) -> None:
     """What the chosen upstream builder cannot do, refused with the line that forbids it."""
-    if p.method == "rqvae":
-        raise ParamsError(PARAMS, "sid.method", "rqvae with sid.backend: upstream is unsupported: upstream's "
-                          "rq/generate_indices.py has no command line (its dataset and checkpoint path are hard-coded, "
-                          "H11/H20) and this project never edits upstream. Use the native rqvae, or rqkmeans / "
-                          "rqkmeans-constrained / rqkmeans-plus with the upstream backend")
-    if p.method == "shipped":
+    if p.method == SHIPPED:
         raise ParamsError(PARAMS, "sid.backend", "'shipped' builds nothing; use sid.backend: native")
+    if not SID_METHODS[p.method].upstream:
+        why = {"rqvae": ": upstream's rq/generate_indices.py has no command line (its dataset and checkpoint path "
+                        "are hard-coded, H11/H20) and this project never edits upstream"}.get(p.method, "")
+        runnable = " / ".join(m.name for m in SID_METHODS.values() if m.upstream)
+        raise ParamsError(PARAMS, "sid.method", f"{p.method} with sid.backend: upstream is unsupported{why}. Use the "
+                          f"native {p.method}, or {runnable} with the upstream backend")
     if p.method == "rqkmeans":
         if p.codebook_size & (p.codebook_size - 1):
             raise ParamsError(PARAMS, "sid.codebook_size", f"{p.codebook_size} is not a power of two: "
@@ -128,7 +139,7 @@ def _codebook_sizes(index: dict[int, list[str]], p: SidParams) -> list[int]:
     """The given codebook size per level (the audit would otherwise infer it from the largest code, which upstream's
     1-based codes push to the next power of two), plus the largest dedup rank when there is a dedup level."""
     sizes = [p.codebook_size] * p.levels
-    extra = [int(t[p.levels][1:-1].split("_")[1]) for t in index.values() if len(t) > p.levels]
+    extra = [parse_token(t[p.levels])[1] for t in index.values() if len(t) > p.levels]
     return sizes + ([max(extra)] if extra else [])
 
 
@@ -169,10 +180,10 @@ def build(p: SidParams, allow_unpinned: bool = False):
     return selected
 
 
-def run(p: SidParams, dataset_dir: str | Path = "data/dataset", embed_dir: str | Path = "data/embed",
-        out_dir: str | Path = "data/sid", allow_unpinned: bool = False) -> dict:
+def run(p: SidParams, dataset_dir: str | Path, embed_dir: str | Path,
+        out_dir: str | Path, allow_unpinned: bool = False) -> dict:
     """Adapter of ``harness.sid.run_sid`` for ``sid.backend: upstream``."""
-    from harness.sid import run_sid
+    from harness.sid.stage import run_sid
 
     refuse(p)
     return run_sid(p, dataset_dir, embed_dir, out_dir, build_selected=build(p, allow_unpinned))
