@@ -45,6 +45,7 @@ SID_METHODS: dict[str, SidMethod] = {m.name: m for m in (
               "balanced residual k-means codebooks refined by an autoencoder, plus a dedup level",
               params="rqkmeans_plus",
               upstream=("rq/rqkmeans_constrained.py", "rq/rqkmeans_plus.py", "rq/generate_indices_plus.py")),
+    SidMethod("rq-opq", "harness.sid.rq_opq:build", "residual k-means, then OPQ (faiss) codes of the residual"),
 )}
 
 
