@@ -77,7 +77,7 @@ def protocol_differences(targets: Targets, metrics: dict, data: dict, training: 
     proto = targets.paper.protocol
     notes = []
     if data.get("valid_as_train"):
-        notes.append("trained on the valid split (the shipped export has no train CSV); the paper trains on the "
+        notes.append("trained on the valid split (the data dir used has no train CSV); the paper trains on the "
                      "full train split")
     base = training.get("base_model")
     if base and base != proto.base_model and not str(base).endswith(proto.base_model):
