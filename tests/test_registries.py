@@ -47,7 +47,8 @@ def test_params_accept_exactly_the_registered_methods():
 
 def test_cli_help_benchmark_and_docs_list_every_method():
     out = subprocess.run([sys.executable, "-m", "harness.cli", "build-sids", "--help"], capture_output=True,
-                         text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}, cwd=REPO).stdout
+                         text=True, cwd=REPO,
+                         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}).stdout
     from benchmarks.sid_builders import METHODS
 
     docs = (REPO / "docs/sid-builders.md").read_text()
