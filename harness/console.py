@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -47,7 +48,34 @@ def quiet_libraries() -> None:
     logging.getLogger("transformers.trainer_utils").addFilter(_DropMessage("mtime may not be reliable"))
 
 
-def progress(disable: bool = False) -> Progress:
-    """A rich progress bar on stderr; ``disable`` for the non-zero ranks of a multi-process run."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+class RateColumn(ProgressColumn):
+    """Units per second since the task (re)started: rows/s for evaluation, so that an ETA can be checked."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task):
+        from rich.text import Text
+
+        return Text(f"{task.speed:.1f} {self.unit}/s" if task.speed else f"- {self.unit}/s", style="progress.data.speed")
+
+
+def progress(disable: bool = False, unit: str | None = None) -> Progress:
+    """A rich progress bar on stderr; ``disable`` for the non-zero ranks of a multi-process run; ``unit`` adds a
+    rate column (e.g. rows/s)."""
+    rate = [RateColumn(unit)] if unit else []
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *rate, TimeElapsedColumn(),
                     TimeRemainingColumn(), console=console, transient=False, disable=disable)
+
+
+def report_rate(bar: Progress, task_id, what: str, unit: str = "rows") -> None:
+    """One plain line of progress (done/total, rate, ETA) when stderr is not a terminal (a log file, CI, a
+    detached run), where the live bar does not show until the end."""
+    if console.is_terminal or bar.disable:
+        return
+    task = next(t for t in bar.tasks if t.id == task_id)
+    rate = f"{task.speed:.1f} {unit}/s" if task.speed else f"- {unit}/s"
+    eta = f", ETA {int(task.time_remaining) // 60}m{int(task.time_remaining) % 60:02d}s" \
+        if task.time_remaining is not None and task.remaining else ""
+    console.print(f"{what}: {int(task.completed)}/{int(task.total or 0)} {unit}, {rate}{eta}", highlight=False)

@@ -287,6 +287,9 @@ class RlParams(_Section):
 class EvaluateParams(_Section):
     num_beams: int = Field(50, ge=1)
     batch_size: int = Field(16, ge=1)
+    # rows each process decodes between resume points: a killed run resumes after its last complete chunk,
+    # with the same batches (prompts are length-sorted within a chunk), so its outputs are byte-identical
+    chunk_rows: int = Field(256, ge=1)
     max_rows: int | None = Field(None, ge=1)
     num_processes: int = Field(1, ge=1)  # > 1: test rows sharded across `accelerate launch` workers, then merged
     dtype: Literal["float32", "bfloat16"] = "float32"  # upstream evaluates in bf16 on GPUs

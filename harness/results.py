@@ -67,6 +67,7 @@ class Protocol(TypedDict):
     sid_level: bool  # a hit is a SID match: items sharing a SID count for each other
     generation: NotRequired[Generation | None]
     processes: NotRequired[int]  # scores.json: decoding processes (evaluate.num_processes)
+    chunk_rows: NotRequired[int]  # scores.json: rows per length-sorted chunk, the resume unit (evaluate.chunk_rows)
     dtype: NotRequired[str]  # scores.json: evaluate.dtype
     prompts: NotRequired[Literal["harness", "upstream"]]  # scores.json: whose prompt format was decoded
 

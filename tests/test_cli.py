@@ -200,3 +200,64 @@ def test_killed_rl_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_workdir
     log = json.loads((tmp_path / "models/rl/training_log.json").read_text())
     assert log["global_steps"] == 12 and not saved[0].parent.parent.exists()
     assert (tmp_path / "models/rl/model.safetensors").read_bytes() == uninterrupted
+
+
+def test_killed_evaluation_resumes_after_its_last_chunk_and_ends_byte_identical(tiny_workdir):
+    """SIGKILL of evaluate@sft mid-decoding, run again: it keeps the complete chunks of the first run, decodes the
+    rest, and predictions.json and scores.json are byte-identical to a run that was never interrupted."""
+    import signal
+    import time
+
+    tmp_path = tiny_workdir
+    p = _params(tmp_path, {"sft": {"epochs": 1, "batch_size": 8, "model": TINY_MODEL},
+                           "evaluate": {"chunk_rows": 8, "batch_size": 1, "unconstrained_rows": 0}})
+    assert _run([*stage_args("sft"), "--params", str(p)], tmp_path).returncode == 0
+    evaluate = [*stage_args("evaluate", "sft"), "--params", str(p)]
+    r = _run(evaluate, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "rows/s" in r.stderr  # stderr is no terminal here: progress comes as plain lines, with the rate
+    out = tmp_path / "reports/eval/sft"
+    uninterrupted = {f: (out / f).read_bytes() for f in ("predictions.json", "scores.json")}
+    rows = json.loads(uninterrupted["scores.json"])["protocol"]["rows"]
+    shutil.rmtree(out)
+
+    proc = subprocess.Popen([*HARNESS, *evaluate], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    shard = tmp_path / "reports/eval/.sft.shards/rank-0.jsonl"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and \
+            (not shard.is_file() or shard.read_bytes().count(b"\n") < 24):
+        time.sleep(0.01)
+    assert proc.poll() is None, "evaluation ended before three chunks were written: make the run longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = shard.read_bytes().count(b"\n")
+    assert 24 <= written < rows and not out.exists()  # nothing half-written where the output goes
+    with shard.open("ab") as f:
+        f.write(b'[9999, ["a half-written li')  # a kill in the middle of a line: that chunk is dropped
+
+    r = _run(evaluate, tmp_path)
+    assert r.returncode == 0, r.stderr
+    kept = written - written % 8
+    assert f"resuming evaluation at row {kept} of {rows}" in " ".join(r.stderr.split())
+    assert {f: (out / f).read_bytes() for f in uninterrupted} == uninterrupted
+    assert not shard.parent.exists()  # cleaned up after the merge
+
+
+def test_evaluation_does_not_resume_from_another_models_shards(tiny_workdir):
+    """Shards left by a killed run of another model (here: retrained with another seed) are discarded, not merged."""
+    from harness.evaluate.resume import open_shard
+
+    tmp_path = tiny_workdir
+    p = _params(tmp_path, {"sft": {"epochs": 1, "batch_size": 8, "model": TINY_MODEL},
+                           "evaluate": {"chunk_rows": 4, "unconstrained_rows": 0, "max_rows": 12}})
+    assert _run([*stage_args("sft"), "--params", str(p)], tmp_path).returncode == 0
+    shards = tmp_path / "reports/eval/.sft.shards"
+    f, _ = open_shard(shards, 0, list(range(12)), "another-run", 4)
+    with f:
+        f.write("".join(json.dumps([i, ["<a_0><b_0><c_0>"]]) + "\n" for i in range(8)))
+    r = _run([*stage_args("evaluate", "sft"), "--params", str(p)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "was not used (it was made by another model, prompts or settings)" in " ".join(r.stderr.split())
+    preds = json.loads((tmp_path / "reports/eval/sft/predictions.json").read_text())
+    assert all(len(row["predict"]) > 1 for row in preds)  # decoded afresh, not the planted one-beam rows

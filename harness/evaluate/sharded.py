@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
-from harness.console import progress
+from harness.console import console, progress, report_rate
 from harness.errors import HarnessError
+from harness.embed.cache import model_fingerprint
 from harness.evaluate.protocol import TestProtocol
+from harness.evaluate.resume import open_shard, run_fingerprint, write_chunk
 from harness.evaluate.unconstrained import unconstrained
 from harness.params import EvaluateParams
 from harness.train.model import load_model
@@ -70,6 +72,7 @@ class NativeRun:
                                               "max_new_tokens")}
         scores = {"model": self.model, "scored": True, "evaluator": "native", "metrics": scorer.result(),
                   "protocol": {**t.protocol, "generation": generation, "processes": self.processes,
+                               "chunk_rows": self.p.chunk_rows,
                                "dtype": self.p.dtype, "prompts": "upstream" if self.rendered else "harness"}}
         free = unconstrained(self.p, t, self.lm, tok, self.prompts, head, self.trie.max_len, self.as_text)
         self.lm = None  # the upstream run of backend both loads the model again, in its own processes
@@ -82,8 +85,6 @@ def native_decode(p: EvaluateParams, t: TestProtocol, model: str, model_dir: Pat
                    prompt_source) -> NativeRun | None:
     """The native constrained decoder over this process's rows (every N-th), streamed to its shard file;
     rank 0 gets the run to merge, the other ranks None."""
-    import json
-
     from accelerate import PartialState
 
     from harness.decode.constrained import catalogue_trie, iter_constrained_beam_search
@@ -102,16 +103,30 @@ def native_decode(p: EvaluateParams, t: TestProtocol, model: str, model_dir: Pat
         trie = catalogue_trie(tokenizer, t.index, model_dir)
         as_text = lambda ids: "".join(tokenizer.convert_ids_to_tokens(ids))  # noqa: E731
     mine = list(range(state.process_index, len(t.rows), state.num_processes))  # this process's shard
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    with progress(disable=not state.is_main_process) as bar, \
-            (shard_dir / f"rank-{state.process_index}.jsonl").open("w", encoding="utf-8") as shard:
-        task = bar.add_task(f"{model}: constrained beam search ({t.num_beams} beams)", total=len(mine))
+    fingerprint = run_fingerprint(model_fingerprint(model_dir), [prompts[i] for i in mine], list(t.catalogue), {
+        "num_beams": t.num_beams, "batch_size": p.batch_size, "chunk_rows": p.chunk_rows, "dtype": p.dtype,
+        "processes": state.num_processes, "rank": state.process_index, "answer": "upstream" if
+        prompt_source is not None else "harness"})
+    shard, resumed = open_shard(shard_dir, state.process_index, mine, fingerprint, p.chunk_rows)
+    if resumed.discarded:
+        console.print(f"{model}: the partial evaluation in {shard_dir} was not used ({resumed.discarded}); "
+                      "starting over")
+    if resumed.done:
+        console.print(f"{model}: resuming evaluation at row {resumed.done} of {len(mine)}"
+                      + (f" (process {state.process_index})" if state.num_processes > 1 else "")
+                      + f": {resumed.done // p.chunk_rows} complete chunk(s) of {p.chunk_rows} kept")
+    todo = mine[resumed.done:]
+    with progress(disable=not state.is_main_process, unit="rows") as bar, shard:
+        task = bar.add_task(f"{model}: constrained beam search ({t.num_beams} beams)", total=len(mine),
+                            completed=resumed.done)
         done = 0
-        for chunk in iter_constrained_beam_search(lm, tokenizer, [prompts[i] for i in mine], trie, t.num_beams,
-                                                  p.batch_size, progress=lambda n: bar.advance(task, n)):
-            for res in chunk:
-                shard.write(json.dumps([mine[done], [as_text(b) for b in res.sequences]], ensure_ascii=False) + "\n")
-                done += 1
+        for chunk in iter_constrained_beam_search(lm, tokenizer, [prompts[i] for i in todo], trie, t.num_beams,
+                                                  p.batch_size, chunk_rows=p.chunk_rows,
+                                                  progress=lambda n: bar.advance(task, n)):
+            write_chunk(shard, todo[done:done + len(chunk)], [[as_text(b) for b in r.sequences] for r in chunk])
+            done += len(chunk)
+            if state.is_main_process:
+                report_rate(bar, task, model)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
