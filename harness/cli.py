@@ -381,6 +381,33 @@ def provenance(as_json: bool = typer.Option(False, "--json", help="print the rec
     print(tabulate(flat, tablefmt="plain"))
 
 
+@app.command("pull-model")
+def pull_model(
+    repo_id: str = typer.Argument(..., help="hub model id, org/name (e.g. Qwen/Qwen2.5-1.5B-Instruct)"),
+    revision: str = typer.Option("main", "--revision", help="branch, tag or commit; the download is pinned to its "
+                                                            "commit sha"),
+    dest: Path = typer.Option(Path("base-models"), "--dest", help="where <org>__<name>-<commit[:12]>/ goes"),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="hub URL (default: $HF_ENDPOINT, else "
+                                                                 "https://huggingface.co)"),
+) -> None:
+    """Download a base model (safetensors weights, config, tokenizer) pinned to a commit, with a manifest.json:
+    the only command that goes online. Pickled weights and remote code are refused."""
+    from harness.pull_model import MANIFEST, human_size, pull
+
+    try:
+        r = _run(lambda: pull(repo_id, revision, dest, endpoint, console=out))
+    except KeyboardInterrupt:
+        err.print("pull-model: interrupted; nothing was written")
+        raise typer.Exit(130) from None
+    if r.already:
+        out.print(f"already pulled: {r.path} (commit {r.commit}, all {len(r.files)} files match its {MANIFEST})",
+                  highlight=False, soft_wrap=True)
+    else:
+        out.print(f"{len(r.files)} files, {human_size(sum(f['size'] for f in r.files.values()))} -> {r.path}",
+                  highlight=False, soft_wrap=True)
+    out.print(f"{MANIFEST} sha256 {r.manifest_sha256}", highlight=False, soft_wrap=True)
+
+
 profile_app = typer.Typer(no_args_is_help=True, add_completion=False,
                           help="Hardware-sized recipes in profiles/: list them, show one, or select and run one.")
 app.add_typer(profile_app, name="profile")

@@ -5,6 +5,7 @@ A typo'd or ill-typed key fails before any work starts, with the file and the do
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -226,6 +227,8 @@ class SftParams(_Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
     max_steps: int | None = Field(None, ge=1)  # cap on optimiser steps (smoke runs); None = the epochs
+    # cap on the shuffled SFT mixture (smoke runs, rehearsals: trl tokenises every example up front); None = all
+    max_examples: int | None = Field(None, ge=1)
     epochs: float = Field(4, gt=0)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
@@ -328,6 +331,24 @@ SECTIONS: dict[str, type[_Section]] = {
 S = TypeVar("S", bound=_Section)
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does: ``1e-05`` is a float, not the string it is in
+    YAML 1.1. DVC writes params.yaml with ruamel (YAML 1.2), so ``dvc exp run -S rl.learning_rate=0.00001``
+    leaves ``1e-05`` in the file; read as 1.1 it would be a string."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+               r"(?:[eE][-+]?[0-9]+)?)$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    """``yaml.safe_load`` with YAML 1.2 floats (no tags, no code)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml(path: Path) -> dict:
     """Parse a YAML file safely (no tags, no code), locating syntax errors by line."""
     try:
@@ -337,7 +358,7 @@ def load_yaml(path: Path) -> dict:
     except UnicodeDecodeError as e:
         raise DataFormatError(path, text_line_of_offset(path.read_bytes(), e.start), "not valid UTF-8") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = parse_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1

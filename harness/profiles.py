@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError, ParamsError
-from harness.params import DEFAULT_PARAMS, SECTIONS, load_yaml, validate_section
+from harness.params import DEFAULT_PARAMS, SECTIONS, load_yaml, parse_yaml, validate_section
 
 _HYDRA_WORDS = {"true", "false", "null", "nan", "inf"}  # would parse as bool, None or float when unquoted
 PROFILES_DIR = Path("profiles")  # beside params.yaml, in the project root where stages run
@@ -25,19 +25,23 @@ class Profile:
     name: str
     description: str
     hardware: str
-    params: dict
+    params: dict  # with the extended profile's applied first
     path: Path
+    extends: str | None = None
 
 
 def available(profiles_dir: Path = PROFILES_DIR) -> list[str]:
     return sorted(p.stem for p in profiles_dir.glob("*.yaml"))
 
 
-def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
+def load_profile(name: str, profiles_dir: Path = PROFILES_DIR, _seen: tuple[str, ...] = ()) -> Profile:
+    """A profile, with ``extends: <other profile>`` resolved: the other's params, then this one's on top. A
+    rehearsal is the profile it rehearses plus a few overrides, so it cannot drift from it."""
     path = profiles_dir / f"{name}.yaml"
     if not path.is_file():
         names = ", ".join(available(profiles_dir))
-        raise HarnessError(f"profile '{name}' not found in {profiles_dir} (available: {names})")
+        where = f" (extended by {_seen[-1]})" if _seen else ""
+        raise HarnessError(f"profile '{name}'{where} not found in {profiles_dir} (available: {names})")
     doc = load_yaml(path)
     for key in ("description", "hardware"):
         if not isinstance(doc.get(key), str):
@@ -45,21 +49,27 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
     params = doc.get("params") or {}
     if not isinstance(params, dict):
         raise ParamsError(path, "params", "must be a mapping of params.yaml sections")
-    extra = set(doc) - {"description", "hardware", "params"}
+    extra = set(doc) - {"description", "hardware", "params", "extends"}
     if extra:
-        raise ParamsError(path, sorted(extra)[0], "unknown key (expected description, hardware, params)")
+        raise ParamsError(path, sorted(extra)[0], "unknown key (expected description, hardware, extends, params)")
     for section, over in params.items():
         if section not in SECTIONS:
             raise ParamsError(path, f"params.{section}", f"not a params section ({', '.join(SECTIONS)})")
         if not isinstance(over, dict):
             raise ParamsError(path, f"params.{section}", "must be a mapping")
-    return Profile(name, doc["description"], doc["hardware"], params, path)
+    parent = doc.get("extends")
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ParamsError(path, "extends", "must be the name of another profile")
+        if parent in (*_seen, name):
+            raise ParamsError(path, "extends", f"profiles extend each other in a loop ({' -> '.join((*_seen, name, parent))})")
+        params = _merge(load_profile(parent, profiles_dir, (*_seen, name)).params, params)
+    return Profile(name, doc["description"], doc["hardware"], params, path, parent)
 
 
 def committed_params(repo_dir: Path = Path(".")) -> dict:
     """params.yaml as committed at HEAD: the base every profile applies to, so that switching profiles never
     leaves a previous profile's keys behind."""
-    import yaml
     from git import InvalidGitRepositoryError, NoSuchPathError, Repo
     from git.exc import GitCommandError
 
@@ -71,7 +81,7 @@ def committed_params(repo_dir: Path = Path(".")) -> dict:
     except GitCommandError:
         raise HarnessError(f"{DEFAULT_PARAMS} is not committed at HEAD: commit it first (it is the profiles' base)") \
             from None
-    return yaml.safe_load(text) or {}
+    return parse_yaml(text) or {}
 
 
 def merged_params(profile: Profile, base: dict) -> dict:

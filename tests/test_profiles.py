@@ -5,6 +5,8 @@ smollm2-cpu profile runs a few real steps on Industrial."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 
@@ -27,11 +29,21 @@ def _parse(args: list[str]) -> dict:
     return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(args)}
 
 
-def test_the_four_profiles_are_shipped():
-    assert available(PROFILES) == ["embedded", "paper-8gpu", "single-gpu-16gb", "smollm2-cpu"]
+SHIPPED = ["embedded", "paper-8gpu", "paper-8gpu-rehearsal", "single-gpu-16gb", "single-gpu-16gb-rehearsal",
+           "smollm2-cpu"]
+REHEARSALS = {"single-gpu-16gb-rehearsal": "single-gpu-16gb", "paper-8gpu-rehearsal": "paper-8gpu"}
+# What a rehearsal may change of the profile it rehearses: the model's size (no 1.5B weights on a CPU), caps,
+# the data the mirror has, and process counts / DDP where a CPU cannot do what the GPUs would.
+REHEARSAL_KNOBS = re.compile(r"data\.upstream\.valid_as_train|sft\.(max_steps|max_examples|num_processes)|"
+                             r"sft\.model\..*|rl\.(max_prompts|num_processes|distributed)|"
+                             r"evaluate\.(max_rows|unconstrained_rows|num_processes)")
 
 
-@pytest.mark.parametrize("name", ["embedded", "paper-8gpu", "single-gpu-16gb", "smollm2-cpu"])
+def test_the_shipped_profiles():
+    assert available(PROFILES) == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_profile_is_valid_and_its_overrides_parse_back_to_its_values(name):
     profile = load_profile(name, PROFILES)
     target = dict(_flatten(merged_params(profile, BASE)))  # validates every section
@@ -40,6 +52,47 @@ def test_profile_is_valid_and_its_overrides_parse_back_to_its_values(name):
     assert set(parsed) == {k for k, _ in _flatten(profile.params)}  # from the committed params: only its own keys
     if name == "embedded":
         assert parsed == {}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_dvc_applies_every_profile_to_the_committed_params_exactly(name, tmp_path):
+    """The `dvc exp run -S` arguments of `harness profile run NAME`, applied by DVC's own code to params.yaml,
+    give exactly base + profile (nothing dropped, nothing mistyped by the override grammar)."""
+    from dvc.utils.hydra import apply_overrides
+
+    profile = load_profile(name, PROFILES)
+    target = tmp_path / "params.yaml"
+    shutil.copyfile(REPO / "params.yaml", target)
+    if sets := overrides(profile, BASE, BASE):
+        apply_overrides(target, sets)
+    assert dict(_flatten(load_yaml(target))) == dict(_flatten(merged_params(profile, BASE)))
+
+
+@pytest.mark.parametrize("name", sorted(REHEARSALS))
+def test_a_rehearsal_is_its_profile_but_for_size_caps_and_processes(name):
+    rehearsal, profile = load_profile(name, PROFILES), load_profile(REHEARSALS[name], PROFILES)
+    assert rehearsal.extends == profile.name
+    mine, theirs = dict(_flatten(merged_params(rehearsal, BASE))), dict(_flatten(merged_params(profile, BASE)))
+    changed = sorted(k for k in mine if mine[k] != theirs[k])
+    assert changed and all(REHEARSAL_KNOBS.fullmatch(k) for k in changed), changed
+    assert mine["sft.model.source"] == "scratch" and mine["sft.model.architecture"] == "qwen2"
+    assert theirs["sft.model.source"] == "Qwen/Qwen2.5-1.5B-Instruct"
+
+
+def test_extends_resolves_and_refuses_loops(tmp_path):
+    def write(name, **doc):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({"description": name, "hardware": "x", **doc}))
+
+    write("base", params={"sft": {"epochs": 3, "batch_size": 8}})
+    write("child", extends="base", params={"sft": {"epochs": 1}})
+    assert load_profile("child", tmp_path).params == {"sft": {"epochs": 1, "batch_size": 8}}
+    write("a", extends="b")
+    write("b", extends="a")
+    with pytest.raises(ParamsError, match="loop"):
+        load_profile("a", tmp_path)
+    write("orphan", extends="missing")
+    with pytest.raises(HarnessError, match="'missing' \\(extended by orphan\\) not found"):
+        load_profile("orphan", tmp_path)
 
 
 def test_paper_profile_carries_upstreams_recipe():
@@ -126,3 +179,61 @@ def test_profile_run_refuses_the_remains_of_an_interrupted_experiment(tmp_path):
     assert r.returncode == 2 and "refs/exps/exec/EXEC_BASELINE" in message
     assert f"HEAD is detached at {head[:7]}" in message and "git branch -f main HEAD" in message
     assert git("rev-parse", "--abbrev-ref", "HEAD") == "HEAD"  # nothing was changed for the user
+
+
+@pytest.fixture(scope="module")
+def industrial_workspace(shared_amazon, tmp_path_factory):
+    """data -> embed -> sid of the rehearsals on Industrial, run once: both rehearse on the same data and SIDs."""
+    merged = {n: merged_params(load_profile(n, PROFILES), BASE) for n in REHEARSALS}
+    for section in ("data", "embed", "sid"):
+        assert len({json.dumps(m[section], sort_keys=True) for m in merged.values()}) == 1, section
+    ws = tmp_path_factory.mktemp("industrial")
+    _write_params(ws, next(iter(merged.values())), shared_amazon)
+    for stage in ("data", "embed", "sid"):
+        _stage(ws, stage)
+    return ws
+
+
+def _write_params(ws, params: dict, amazon) -> None:
+    params = json.loads(json.dumps(params))
+    params["data"]["upstream"]["dir"] = str(amazon)  # the profile's upstream/data/Amazon, wherever it is here
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copyfile(REPO / "paper_targets.yaml", ws / "paper_targets.yaml")
+
+
+def _stage(ws, stage: str, item: str | None = None) -> None:
+    r = subprocess.run([sys.executable, "-m", "harness.cli", *stage_args(stage, item)], cwd=ws, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, f"{stage}{'@' + item if item else ''}: {r.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("name", sorted(REHEARSALS))
+def test_rehearsal_runs_its_profile_end_to_end_on_industrial(name, industrial_workspace, shared_amazon, tmp_path):
+    """The rehearsal itself (the profile plus its few overrides): sft -> rl -> evaluate x2 -> metrics -> audit ->
+    report on Industrial, with a scratch Qwen2 and the profile's own training, decoding and process settings."""
+    shutil.copytree(industrial_workspace / "data", tmp_path / "data")
+    params = merged_params(load_profile(name, PROFILES), BASE)
+    _write_params(tmp_path, params, shared_amazon)
+    for stage, item in (("sft", None), ("rl", None), ("evaluate", "sft"), ("evaluate", "rl"), ("metrics", None),
+                        ("audit", None), ("report", None)):
+        _stage(tmp_path, stage, item)
+    sft = json.loads((tmp_path / "models/sft/training_log.json").read_text())
+    rl = json.loads((tmp_path / "models/rl/training_log.json").read_text())
+    config = json.loads((tmp_path / "models/rl/config.json").read_text())
+    assert config["model_type"] == "qwen2"
+    assert (sft["mode"], rl["mode"]) == (params["sft"]["mode"], params["rl"]["mode"])
+    assert (sft["processes"], rl["processes"]) == (params["sft"]["num_processes"], params["rl"]["num_processes"])
+    assert sft["global_steps"] == 2 and rl["global_steps"] >= 1
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "models/rl")
+    assert "<|im_start|>" in tok.chat_template and tok.eos_token == "<|im_end|>"  # Qwen2's behaviour, saved with it
+    m = json.loads((tmp_path / "reports/metrics.json").read_text())
+    assert m["protocol"]["rows"] == 8 and m["protocol"]["num_beams"] == 50
+    assert m["sft"]["legality_rate"] == 1.0 and m["rl"]["legality_rate"] == 1.0
+    scores = json.loads((tmp_path / "reports/eval/rl/scores.json").read_text())
+    assert scores["protocol"]["dtype"] == "bfloat16"
+    assert scores["protocol"]["processes"] == params["evaluate"]["num_processes"]
+    report = (tmp_path / "reports/report.md").read_text()
+    assert "Industrial" in report and "base model scratch instead of Qwen2.5-1.5B-Instruct" in report
+    assert "Base model: scratch: a config-initialised qwen2 model" in report.replace("\\", "")  # unescaped

@@ -94,6 +94,7 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
         "embedding": embedding,
         "rl_training": {k: v for k, v in rl_training.items() if k != "log_history"},
         "training": {k: v for k, v in training.items() if k != "log_history"},
+        "base_model": base_model_text(training),
         "loss_curve": curve,
         "collision_header": collision_header,
         "collision_rows": collision_rows,
@@ -107,6 +108,22 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
         "machine": f"{platform.system()} {platform.machine()}, {cpu_model()}",
         **(extra or {}),
     }
+
+
+def base_model_text(training: dict) -> str:
+    """One line naming the weights SFT started from, with the revision when it is known."""
+    base = training.get("base")
+    if not isinstance(base, dict):
+        return f"{training.get('base_model', 'unknown')} (no record of its revision: trained before it was kept)"
+    src = base.get("source")
+    if src == "scratch":
+        return f"scratch: a config-initialised {base.get('architecture')} model (no pretrained weights)"
+    if base.get("manifest"):
+        return (f"{base['repo_id']} at commit {base['commit']} (asked for revision {base['revision']}; pulled by "
+                f"`harness pull-model`, manifest sha256 {base['manifest_sha256'][:16]})")
+    if base.get("gguf_sha256"):
+        return f"{src}: {base['gguf']} from the {base['package']} wheel (GGUF sha256 {base['gguf_sha256'][:16]})"
+    return f"{base.get('path', src)}: a local directory without a manifest (revision unknown)"
 
 
 def _provenance_now() -> dict:

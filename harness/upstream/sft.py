@@ -48,6 +48,7 @@ def fixed(p: SftParams) -> dict:
         "bf16": (True, f"always trains in bf16 ({line('bf16=True')})"),
         "gradient_checkpointing": (False, "never checkpoints activations"),
         "max_steps": (None, "has no step cap (sft.upstream.sample shrinks its data instead)"),
+        "max_examples": (None, "has no cap on the whole mixture (sft.upstream.sample caps each task's rows instead)"),
         "seed": (42, f"passes --seed to its data sampling, but the Trainer reseeds with TrainingArguments' default 42 "
                  f"(data order, dropout; {line('transformers.Trainer(')})"),
         "mode": ("full", "trains every weight"),
@@ -84,7 +85,7 @@ def _cuda() -> bool:
 def run(p: SftParams, dataset_dir: str | Path, sid_dir: str | Path,
         out_dir: str | Path, allow_unpinned: bool = False) -> dict:
     """Adapter of ``harness.train.sft.run_sft`` for ``sft.backend: upstream``."""
-    from harness.train.model import pretrained_dir
+    from harness.train.model import base_model_record, pretrained_dir
     from harness.train.sft import write_scratch_base
 
     if p.mode != "full":
@@ -105,7 +106,7 @@ def run(p: SftParams, dataset_dir: str | Path, sid_dir: str | Path,
         codes = [run_command(cmd, work / "sft.log")]
         copy_checkpoint(work / "run" / "final_checkpoint", tmp)
         log = {"backend": "upstream", "upstream_commit": record["upstream_checked_out"], "base_model": p.model.source,
-               "architecture": p.model.architecture if scratch else None, "mode": "full",
+               "base": base_model_record(p.model), "architecture": p.model.architecture if scratch else None, "mode": "full",
                **trainer_log(work / "run", work / "sft.log")}
         write_json(tmp / "training_log.json", log)
         finish(tmp, record, [cmd], codes, started, [work / "sft.log"], skipped)
