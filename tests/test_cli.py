@@ -204,7 +204,8 @@ def test_killed_rl_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_workdir
 
 def test_killed_evaluation_resumes_after_its_last_chunk_and_ends_byte_identical(tiny_workdir):
     """SIGKILL of evaluate@sft mid-decoding, run again: it keeps the complete chunks of the first run, decodes the
-    rest, and predictions.json and scores.json are byte-identical to a run that was never interrupted."""
+    rest, and predictions.json and scores.json are byte-identical to a run that was never interrupted. Shards
+    another run left are discarded instead."""
     import signal
     import time
 
@@ -243,21 +244,14 @@ def test_killed_evaluation_resumes_after_its_last_chunk_and_ends_byte_identical(
     assert {f: (out / f).read_bytes() for f in uninterrupted} == uninterrupted
     assert not shard.parent.exists()  # cleaned up after the merge
 
-
-def test_evaluation_does_not_resume_from_another_models_shards(tiny_workdir):
-    """Shards left by a killed run of another model (here: retrained with another seed) are discarded, not merged."""
+    # shards of another run (another model, prompts or settings) are thrown away, never merged
     from harness.evaluate.resume import open_shard
 
-    tmp_path = tiny_workdir
-    p = _params(tmp_path, {"sft": {"epochs": 1, "batch_size": 8, "model": TINY_MODEL},
-                           "evaluate": {"chunk_rows": 4, "unconstrained_rows": 0, "max_rows": 12}})
-    assert _run([*stage_args("sft"), "--params", str(p)], tmp_path).returncode == 0
-    shards = tmp_path / "reports/eval/.sft.shards"
-    f, _ = open_shard(shards, 0, list(range(12)), "another-run", 4)
+    f, _ = open_shard(shard.parent, 0, list(range(rows)), "another-run", 8)
     with f:
-        f.write("".join(json.dumps([i, ["<a_0><b_0><c_0>"]]) + "\n" for i in range(8)))
-    r = _run([*stage_args("evaluate", "sft"), "--params", str(p)], tmp_path)
+        f.write("".join(json.dumps([i, ["<a_0><b_0><c_0>"]]) + "\n" for i in range(16)))
+    r = _run(evaluate, tmp_path)
     assert r.returncode == 0, r.stderr
     assert "was not used (it was made by another model, prompts or settings)" in " ".join(r.stderr.split())
-    preds = json.loads((tmp_path / "reports/eval/sft/predictions.json").read_text())
-    assert all(len(row["predict"]) > 1 for row in preds)  # decoded afresh, not the planted one-beam rows
+    assert {f: (out / f).read_bytes() for f in uninterrupted} == uninterrupted
+

