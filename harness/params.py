@@ -346,7 +346,11 @@ _Yaml12Loader.add_implicit_resolver(
 
 def parse_yaml(text: str):
     """``yaml.safe_load`` with YAML 1.2 floats (no tags, no code)."""
-    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    loader = _Yaml12Loader(text)  # what yaml.safe_load does, with this loader's resolvers
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def load_yaml(path: Path) -> dict:

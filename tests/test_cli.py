@@ -211,7 +211,7 @@ def test_killed_evaluation_resumes_after_its_last_chunk_and_ends_byte_identical(
 
     tmp_path = tiny_workdir
     p = _params(tmp_path, {"sft": {"epochs": 1, "batch_size": 8, "model": TINY_MODEL},
-                           "evaluate": {"chunk_rows": 8, "batch_size": 1, "unconstrained_rows": 0}})
+                           "evaluate": {"chunk_rows": 8, "batch_size": 2, "unconstrained_rows": 0, "max_rows": 80}})
     assert _run([*stage_args("sft"), "--params", str(p)], tmp_path).returncode == 0
     evaluate = [*stage_args("evaluate", "sft"), "--params", str(p)]
     r = _run(evaluate, tmp_path)
@@ -227,13 +227,13 @@ def test_killed_evaluation_resumes_after_its_last_chunk_and_ends_byte_identical(
     shard = tmp_path / "reports/eval/.sft.shards/rank-0.jsonl"
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline and \
-            (not shard.is_file() or shard.read_bytes().count(b"\n") < 24):
+            (not shard.is_file() or shard.read_bytes().count(b"\n") < 16):
         time.sleep(0.01)
-    assert proc.poll() is None, "evaluation ended before three chunks were written: make the run longer"
+    assert proc.poll() is None, "evaluation ended before two chunks were written: make the run longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     written = shard.read_bytes().count(b"\n")
-    assert 24 <= written < rows and not out.exists()  # nothing half-written where the output goes
+    assert 16 <= written < rows and not out.exists()  # nothing half-written where the output goes
     with shard.open("ab") as f:
         f.write(b'[9999, ["a half-written li')  # a kill in the middle of a line: that chunk is dropped
 

@@ -1,10 +1,11 @@
 """Profiles: every shipped one is valid against every params section, its `dvc exp run -S` arguments parse
-back (Hydra's grammar) to exactly its values, switching profiles resets a previous one's keys, and the
-smollm2-cpu profile runs a few real steps on Industrial."""
+back (Hydra's grammar and DVC's own parser) to exactly its values, switching profiles resets a previous one's
+keys, and a rehearsal stays its profile but for size, caps and processes (tests/test_rehearsals.py runs them).
+The smollm2-cpu profile's stages run in the GPU check's smoke (tests/test_benchmarks.py, a tiny local model in
+place of SmolLM2), and SmolLM2's LoRA SFT -> GRPO in tests/test_pretrained.py."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 from harness.errors import HarnessError, ParamsError
 from harness.params import load_yaml
 from harness.profiles import _flatten, available, load_profile, merged_params, overrides
-from tests.conftest import REPO, stage_args
+from tests.conftest import REPO
 
 PROFILES = REPO / "profiles"
 BASE = load_yaml(REPO / "params.yaml")
@@ -34,7 +35,7 @@ SHIPPED = ["embedded", "paper-8gpu", "paper-8gpu-rehearsal", "single-gpu-16gb", 
 REHEARSALS = {"single-gpu-16gb-rehearsal": "single-gpu-16gb", "paper-8gpu-rehearsal": "paper-8gpu"}
 # What a rehearsal may change of the profile it rehearses: the model's size (no 1.5B weights on a CPU), caps,
 # the data the mirror has, and process counts / DDP where a CPU cannot do what the GPUs would.
-REHEARSAL_KNOBS = re.compile(r"data\.upstream\.valid_as_train|sft\.(max_steps|max_examples|num_processes)|"
+REHEARSAL_KNOBS = re.compile(r"data\.upstream\.valid_as_train|embed\.max_length|sft\.(max_steps|max_examples|num_processes)|"
                              r"sft\.model\..*|rl\.(max_prompts|num_processes|distributed)|"
                              r"evaluate\.(max_rows|unconstrained_rows|num_processes)")
 
@@ -129,29 +130,6 @@ def test_a_bad_profile_names_its_file_and_key(tmp_path):
         load_profile("missing", tmp_path)
 
 
-def test_smollm2_cpu_profile_runs_sft_rl_and_evaluation_on_industrial(shared_amazon, tmp_path):
-    """The profile itself (not a look-alike), with smoke caps: SmolLM2 + LoRA on the valid split as train."""
-    params = merged_params(load_profile("smollm2-cpu", PROFILES), BASE)
-    params["data"]["upstream"]["dir"] = str(shared_amazon)
-    params["sid"]["compare"] = []  # no embedding model needed for the shipped SIDs
-    params["sft"]["max_steps"] = 2
-    params["rl"].update(max_prompts=2, num_generations=4, prompts_per_step=1)
-    params["evaluate"].update(max_rows=4, num_beams=5)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    for args in (stage_args("data"), stage_args("sid"), stage_args("sft"), stage_args("rl"),
-                 stage_args("evaluate", "sft"), stage_args("evaluate", "rl"), stage_args("metrics")):
-        r = subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=900)
-        assert r.returncode == 0, f"{args}: {r.stderr[-2000:]}"
-    sft = json.loads((tmp_path / "models/sft/training_log.json").read_text())
-    assert sft["base_model"] == "smollm2-135m" and sft["mode"] == "lora" and sft["global_steps"] == 2
-    rl = json.loads((tmp_path / "models/rl/training_log.json").read_text())
-    assert rl["mode"] == "lora" and rl["global_steps"] == 2
-    m = json.loads((tmp_path / "reports/metrics.json").read_text())
-    assert m["sft"]["legality_rate"] == 1.0 and m["rl"]["legality_rate"] == 1.0 and m["protocol"]["rows"] == 4
-    assert m["protocol"]["catalogue_sids"] == 3670  # Industrial's shipped index
-
-
 def test_profile_run_refuses_the_remains_of_an_interrupted_experiment(tmp_path):
     """An interrupted `dvc exp run` leaves refs/exps/exec/* and a detached HEAD; a new run over them would put
     the user's next commits on the detached HEAD. `harness profile run` stops first and names the repair."""
@@ -180,60 +158,3 @@ def test_profile_run_refuses_the_remains_of_an_interrupted_experiment(tmp_path):
     assert f"HEAD is detached at {head[:7]}" in message and "git branch -f main HEAD" in message
     assert git("rev-parse", "--abbrev-ref", "HEAD") == "HEAD"  # nothing was changed for the user
 
-
-@pytest.fixture(scope="module")
-def industrial_workspace(shared_amazon, tmp_path_factory):
-    """data -> embed -> sid of the rehearsals on Industrial, run once: both rehearse on the same data and SIDs."""
-    merged = {n: merged_params(load_profile(n, PROFILES), BASE) for n in REHEARSALS}
-    for section in ("data", "embed", "sid"):
-        assert len({json.dumps(m[section], sort_keys=True) for m in merged.values()}) == 1, section
-    ws = tmp_path_factory.mktemp("industrial")
-    _write_params(ws, next(iter(merged.values())), shared_amazon)
-    for stage in ("data", "embed", "sid"):
-        _stage(ws, stage)
-    return ws
-
-
-def _write_params(ws, params: dict, amazon) -> None:
-    params = json.loads(json.dumps(params))
-    params["data"]["upstream"]["dir"] = str(amazon)  # the profile's upstream/data/Amazon, wherever it is here
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copyfile(REPO / "paper_targets.yaml", ws / "paper_targets.yaml")
-
-
-def _stage(ws, stage: str, item: str | None = None) -> None:
-    r = subprocess.run([sys.executable, "-m", "harness.cli", *stage_args(stage, item)], cwd=ws, capture_output=True,
-                       text=True, timeout=900)
-    assert r.returncode == 0, f"{stage}{'@' + item if item else ''}: {r.stderr[-3000:]}"
-
-
-@pytest.mark.parametrize("name", sorted(REHEARSALS))
-def test_rehearsal_runs_its_profile_end_to_end_on_industrial(name, industrial_workspace, shared_amazon, tmp_path):
-    """The rehearsal itself (the profile plus its few overrides): sft -> rl -> evaluate x2 -> metrics -> audit ->
-    report on Industrial, with a scratch Qwen2 and the profile's own training, decoding and process settings."""
-    shutil.copytree(industrial_workspace / "data", tmp_path / "data")
-    params = merged_params(load_profile(name, PROFILES), BASE)
-    _write_params(tmp_path, params, shared_amazon)
-    for stage, item in (("sft", None), ("rl", None), ("evaluate", "sft"), ("evaluate", "rl"), ("metrics", None),
-                        ("audit", None), ("report", None)):
-        _stage(tmp_path, stage, item)
-    sft = json.loads((tmp_path / "models/sft/training_log.json").read_text())
-    rl = json.loads((tmp_path / "models/rl/training_log.json").read_text())
-    config = json.loads((tmp_path / "models/rl/config.json").read_text())
-    assert config["model_type"] == "qwen2"
-    assert (sft["mode"], rl["mode"]) == (params["sft"]["mode"], params["rl"]["mode"])
-    assert (sft["processes"], rl["processes"]) == (params["sft"]["num_processes"], params["rl"]["num_processes"])
-    assert sft["global_steps"] == 2 and rl["global_steps"] >= 1
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tmp_path / "models/rl")
-    assert "<|im_start|>" in tok.chat_template and tok.eos_token == "<|im_end|>"  # Qwen2's behaviour, saved with it
-    m = json.loads((tmp_path / "reports/metrics.json").read_text())
-    assert m["protocol"]["rows"] == 8 and m["protocol"]["num_beams"] == 50
-    assert m["sft"]["legality_rate"] == 1.0 and m["rl"]["legality_rate"] == 1.0
-    scores = json.loads((tmp_path / "reports/eval/rl/scores.json").read_text())
-    assert scores["protocol"]["dtype"] == "bfloat16"
-    assert scores["protocol"]["processes"] == params["evaluate"]["num_processes"]
-    report = (tmp_path / "reports/report.md").read_text()
-    assert "Industrial" in report and "base model scratch instead of Qwen2.5-1.5B-Instruct" in report
-    assert "Base model: scratch: a config-initialised qwen2 model" in report.replace("\\", "")  # unescaped
