@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.embed.cache import file_sha256
 from harness.errors import HarnessError
 
 MANIFEST = "manifest.json"
@@ -68,14 +69,6 @@ def dir_name(repo_id: str, commit: str) -> str:
     """``<org>__<name>-<commit[:12]>``: one directory per repository and commit, never overwritten by another."""
     org, name = repo_id.split("/")
     return f"{org}__{name}-{commit[:12]}"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _bad(path: Path, key: str, message: str) -> HarnessError:
