@@ -246,10 +246,19 @@ def audit(
     sid_dir: Path | None = typer.Option(None, "--sid", help="the pipeline's sid stage folder (with --dataset)"),
     out_dir: Path = _path("--out", "where data.json, sid.json, ... go"),
     codebook_size: int | None = typer.Option(None, "--codebook-size", help="codes per level (default: inferred)"),
+    fail_on: str = typer.Option("error", "--fail-on",
+                                help="exit 1, after writing every output, when a finding of this severity or worse "
+                                     "exists (error | warning | never: always exit 0, as the dvc stage does)"),
 ) -> None:
     """Audit data, SIDs and generation settings: an upstream-format dir, a model, or (--dataset, --sid, --model)
-    the pipeline's own artifacts (the dvc stage)."""
+    the pipeline's own artifacts (the dvc stage). Exit 0: no finding at --fail-on or worse; 1: there are (one
+    line each on stderr, with the file:line of its first rows); 2: unreadable or malformed input."""
+    from harness.audit.findings import FAIL_ON, failing, finding_line
     from harness.audit.stage import audit_model, audit_upstream_dir, run_audit
+
+    if fail_on not in FAIL_ON:
+        err.print(f"error: --fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}", highlight=False)
+        raise typer.Exit(2)
 
     def go() -> dict:
         if upstream_data is not None:
@@ -267,6 +276,13 @@ def audit(
 
     result = _run(go)
     print(result["summary"])
+    bad = failing(result["findings"], fail_on)
+    if bad:
+        for f in bad:
+            print(finding_line(f), file=sys.stderr)
+        print(f"audit: {len(bad)} finding(s) at severity '{fail_on}' or worse (outputs written to {out_dir}; "
+              "--fail-on never reports without failing)", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 @app.command()

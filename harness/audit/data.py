@@ -7,6 +7,7 @@ from collections import defaultdict
 import pandas as pd
 
 from harness.audit.gx_run import ensure_context, validate
+from harness.audit.locations import Locations, canonical, first
 from harness.data.schema import SPLITS, Dataset
 from harness.sid.tokens import sid_string
 
@@ -18,12 +19,14 @@ def _conflicts(keys: list[tuple], targets: list[str]) -> dict[tuple, set[str]]:
     return seen
 
 
-def audit_data(ds: Dataset, index: dict[int, list[str]]) -> tuple[dict, list]:
-    """Return data.json and the raw validation records (one suite per present split)."""
+def audit_data(ds: Dataset, index: dict[int, list[str]], locations: Locations | None = None) -> tuple[dict, list]:
+    """Return data.json and the raw validation records (one suite per present split); each record's
+    ``locations`` are the first offending rows' ``"path:line"`` (``locations``: default the canonical files)."""
     from checks.data_suite import split_suite
 
     ensure_context()
 
+    where = (locations or canonical(ds, None)).rows
     sid = {i: sid_string(t) for i, t in index.items()}
     present = [s for s in SPLITS if ds.split(s)]
     has_ts = all(r.timestamp is not None for r in ds.interactions)
@@ -55,6 +58,8 @@ def audit_data(ds: Dataset, index: dict[int, list[str]]) -> tuple[dict, list]:
             "earlier_than_previous_split": [has_ts and latest_ts is not None and r.timestamp < latest_ts for r in rows],
         })
         results = validate(df, split_suite(split))
+        for r in results:
+            r["locations"] = first([where[split][i] for i in r.pop("unexpected_index")])
         records += results
         by = {r["finding"]: r["unexpected_count"] for r in results}
         users = {r.user for r in rows}

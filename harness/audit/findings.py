@@ -1,10 +1,13 @@
-"""Turn failed expectations into findings (figure, severity, effect) and render the readable summary."""
+"""Turn failed expectations into findings (figure, severity, locations, effect), render the readable summary,
+and pick the findings that fail `harness audit --fail-on`."""
 
 from __future__ import annotations
 
 from tabulate import tabulate
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+# --fail-on: the least severe finding that makes `harness audit` exit 1 ("never": always exit 0)
+FAIL_ON = ("error", "warning", "never")
 
 
 def findings_from(records: list[dict]) -> list[dict]:
@@ -13,9 +16,41 @@ def findings_from(records: list[dict]) -> list[dict]:
         if r["success"]:
             continue
         figure = r["unexpected_count"] if r["unexpected_count"] is not None else r["observed_value"]
-        where = f"{r['split']}." if r.get("split") else ""
-        out.append({"id": f"{where}{r['finding']}", "severity": r["severity"], "figure": figure, "effect": r["effect"]})
+        prefix = f"{r['split']}." if r.get("split") else ""
+        f = {"id": f"{prefix}{r['finding']}", "severity": r["severity"], "figure": figure}
+        if r.get("locations"):
+            f["locations"] = list(r["locations"])
+        out.append({**f, "effect": r["effect"]})
     return sorted(out, key=lambda f: (SEVERITY_ORDER.get(f["severity"], 9), f["id"]))
+
+
+def failing(findings: list[dict], fail_on: str) -> list[dict]:
+    """The findings at ``fail_on``'s severity or worse (none for "never"), in findings.json's order."""
+    if fail_on not in FAIL_ON:
+        raise ValueError(f"fail_on must be one of {FAIL_ON}, not {fail_on!r}")
+    if fail_on == "never":
+        return []
+    limit = SEVERITY_ORDER[fail_on]
+    return [f for f in findings if SEVERITY_ORDER.get(f["severity"], 0) <= limit]
+
+
+def where(f: dict, compact: bool = False) -> str:
+    """A finding's first locations ("" when it has none: a figure over the whole input); ``compact`` names each
+    file once: ``a.csv:3, 44, 50``."""
+    locs = f.get("locations") or []
+    if not compact:
+        return ", ".join(locs)
+    parts, last = [], None
+    for loc in locs:
+        path, _, line = loc.rpartition(":")
+        parts.append(line if path == last else loc)
+        last = path
+    return ", ".join(parts)
+
+
+def finding_line(f: dict) -> str:
+    """One line per finding for the terminal: severity, id, figure and where."""
+    return f"{f['severity']}: {f['id']} = {f['figure']} at {where(f) or '(a figure over the whole input, no row)'}"
 
 
 def summary_markdown(title: str, data: dict | None, sid: dict | None, generation: dict | None,
@@ -50,8 +85,9 @@ def summary_markdown(title: str, data: dict | None, sid: dict | None, generation
         parts += ["## Generation config", "", f"`{generation['file']}` would inject: {inj}.", ""]
     parts += ["## Findings", ""]
     if findings:
-        parts.append(tabulate([[f["severity"], f["id"], f["figure"], f["effect"]] for f in findings],
-                              headers=["severity", "finding", "figure", "effect on the metrics"], tablefmt="github"))
+        parts.append(tabulate([[f["severity"], f["id"], f["figure"], where(f, compact=True), f["effect"]] for f in findings],
+                              headers=["severity", "finding", "figure", "first rows (file:line)", "effect on the metrics"],
+                              tablefmt="github"))
     else:
         parts.append("No findings.")
     return "\n".join(parts) + "\n"

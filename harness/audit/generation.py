@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import DataFormatError, HarnessError
-from harness.io import read_json
+from harness.io import load_json_object, read_json
 
 NEUTRAL = {"do_sample": False, "temperature": 1.0, "top_k": None, "top_p": 1.0, "repetition_penalty": 1.0}
 
@@ -25,6 +25,10 @@ def audit_generation_config(model_dir: str | Path) -> dict:
     cfg = read_json(path)
     if not isinstance(cfg, dict):
         raise DataFormatError(path, 1, "top level must be a JSON object")
+    try:
+        _, key_lines = load_json_object(path)  # each top-level key's line (a one-line file: all line 1)
+    except DataFormatError:  # e.g. a duplicate key, which read_json accepts: no lines, still audited
+        key_lines = {}
     injected = {k: cfg[k] for k in NEUTRAL if k in cfg and cfg[k] != NEUTRAL[k] and not (k == "top_k" and cfg[k] == 0)}
     sampling = bool(injected.get("do_sample"))
     findings = []
@@ -38,5 +42,6 @@ def audit_generation_config(model_dir: str | Path) -> dict:
             sev, effect = "error", f"with sampling on, {k}={v} prunes or reshapes the constrained candidates"
         else:
             sev, effect = "info", f"{k}={v} is inert while do_sample is false, but becomes active if sampling is enabled"
-        findings.append({"id": f"generation_config.{k}", "severity": sev, "figure": v, "effect": effect})
+        findings.append({"id": f"generation_config.{k}", "severity": sev, "figure": v,
+                         "locations": [f"{path}:{key_lines.get(k, 1)}"], "effect": effect})
     return {"file": str(path), "present": True, "injected": injected, "findings": findings}

@@ -24,7 +24,8 @@ def ensure_context() -> None:
 
 
 def validate(df: pd.DataFrame, suite) -> list[dict]:
-    """One record per expectation: its meta, success, unexpected count and observed value."""
+    """One record per expectation: its meta, success, unexpected count, observed value and the frame index of
+    its first unexpected rows (``unexpected_index``, ascending; empty for a column-level expectation)."""
     source = _source()
     name = f"frame_{suite.name}_{len(source.assets)}"
     batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
@@ -36,5 +37,6 @@ def validate(df: pd.DataFrame, suite) -> list[dict]:
                                f"{r.exception_info.get('exception_message')}")
         out.append({**r.expectation_config.meta, "success": bool(r.success),
                     "unexpected_count": r.result.get("unexpected_count"),
-                    "observed_value": r.result.get("observed_value")})
+                    "observed_value": r.result.get("observed_value"),
+                    "unexpected_index": sorted(r.result.get("partial_unexpected_index_list") or [])})
     return out

@@ -7,6 +7,7 @@ from collections import Counter
 import pandas as pd
 
 from harness.audit.gx_run import ensure_context, validate
+from harness.audit.locations import Locations, canonical, first
 from harness.data.schema import Dataset
 from harness.sid.quality import sid_quality
 from harness.sid.tokens import parse_token, sid_string
@@ -23,8 +24,10 @@ def item_frame(ds: Dataset, index: dict[int, list[str]], levels: int) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def audit_sid(ds: Dataset, index: dict[int, list[str]], codebook_sizes: list[int] | None = None) -> tuple[dict, list]:
-    """Return sid.json and the raw validation records."""
+def audit_sid(ds: Dataset, index: dict[int, list[str]], codebook_sizes: list[int] | None = None,
+              locations: Locations | None = None) -> tuple[dict, list]:
+    """Return sid.json and the raw validation records; an item-level record's ``locations`` are the first
+    offending items' ``"path:line"`` in the item file (``locations``: default the canonical files)."""
     from checks.sid_suite import sid_suite
 
     ensure_context()
@@ -38,6 +41,9 @@ def audit_sid(ds: Dataset, index: dict[int, list[str]], codebook_sizes: list[int
     sizes = list(codebook_sizes) if codebook_sizes else inferred
     sizes = (sizes + inferred[len(sizes):])[:levels]
     results = validate(df, sid_suite(levels, sizes, modal))
+    where = (locations or canonical(ds, None)).items
+    for r in results:  # frame row i is ds.items[i]
+        r["locations"] = first([where[ds.items[i].id] for i in r.pop("unexpected_index")])
     by = {r["finding"]: r for r in results}
 
     quality = sid_quality(index, ds.items)  # the figures the sid stage reports too, computed once

@@ -42,17 +42,24 @@ csv.field_size_limit(10_000_000)
 
 
 class ConsistencyCounter:
-    """Counts the inconsistency classes a user chose to treat as findings instead of errors."""
+    """Counts the inconsistency classes a user chose to treat as findings instead of errors, and keeps where
+    the first ``keep`` of each class are, as ``"path:line"`` (the 1-based physical line the error would name)."""
+
+    keep = 5
 
     def __init__(self, lenient: set[str]):
         self.lenient = set(lenient)
         self.counts: Counter[str] = Counter()
+        self.locations: dict[str, list[str]] = {}
 
     def check(self, ok: bool, cls: str, path: Path, line: int, message: str) -> None:
         if ok:
             return
         if cls in self.lenient:
             self.counts[cls] += 1
+            first = self.locations.setdefault(cls, [])
+            if len(first) < self.keep:
+                first.append(f"{path}:{line}")
             return
         raise DataFormatError(path, line, f"{message} (class '{cls}'; see data.upstream.lenient)")
 
@@ -243,9 +250,11 @@ def _find_one(dir_: Path, pattern: str, required: bool) -> Path | None:
 
 
 def read_upstream_dir(
-    data_dir: str | Path, category: str, lenient: set[str] | frozenset[str] = frozenset()
+    data_dir: str | Path, category: str, lenient: set[str] | frozenset[str] = frozenset(),
+    *, locations: dict[str, list[str]] | None = None,
 ) -> tuple[Dataset, dict[str, int]]:
-    """Read an upstream-format data dir into the canonical dataset; return it with lenient-finding counts."""
+    """Read an upstream-format data dir into the canonical dataset; return it with lenient-finding counts.
+    ``locations``, if given, is filled with the first ``"path:line"`` of each counted class (ConsistencyCounter)."""
     d = Path(data_dir)
     if not d.is_dir():
         raise DataFormatError(d, 1, "upstream data dir not found")
@@ -266,6 +275,8 @@ def read_upstream_dir(
         raise DataFormatError(d, 1, f"no non-empty split CSV for category {category!r}")
     ds = Dataset(name=category, items=items, interactions=rows, sid_index=index,
                  meta={"source": "upstream", "upstream_files": files})
+    if locations is not None:
+        locations.update(counter.locations)
     return ds, dict(counter.counts)
 
 
