@@ -69,8 +69,11 @@ def load_json_object(path: Path) -> tuple[dict, dict[str, int]]:
         raise DataFormatError(path, 1, "top level must be a JSON object")
     lines: dict[str, int] = {}
     if "\n" in text.strip():
+        line, at = 1, 0  # one pass: each key's line counted on from the previous key's
         for m in _TOP_KEY_RE.finditer(text):
-            lines.setdefault(m.group(1), text.count("\n", 0, m.start()) + 1)
+            line += text.count("\n", at, m.start())
+            at = m.start()
+            lines.setdefault(m.group(1), line)
     return obj, lines
 
 

@@ -287,6 +287,24 @@ class RlParams(_Section):
 
 
 # ---------------------------------------------------------------- evaluate
+class SasrecParams(_Section):
+    """The SASRec baseline (Kang & McAuley 2018): a causal self-attention item model trained on the train split
+    with a full-catalogue cross-entropy at every position; scored at SID level like every other ranker."""
+
+    epochs: int = Field(10, ge=1)  # 20 overfits Industrial's valid-as-train split (docs/baselines.md)
+    hidden_size: int = Field(64, ge=8)
+    num_blocks: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+    seed: int = 0
+
+
+class BaselineParams(_Section):
+    sasrec: SasrecParams = SasrecParams()
+
+
 class EvaluateParams(_Section):
     num_beams: int = Field(50, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -305,6 +323,11 @@ class EvaluateParams(_Section):
     # the first N test rows are also decoded *without* the constraint (None: every row; 0: skip), for the
     # report's constrained-vs-unconstrained comparison (legality, illegal count, HR/NDCG on the same rows)
     unconstrained_rows: int | None = Field(300, ge=0)
+    # the first N test rows are also ranked *exactly* (None: every row; 0: skip): every catalogue SID scored as
+    # beam search scores it, log p(SID + EOS | prompt), to measure what the beams lose (report: exact vs beam)
+    exact_rows: int | None = Field(200, ge=0)
+    exact_batch: int = Field(1024, ge=1)  # live SID prefixes per forward pass of the exact ranking
+    baselines: BaselineParams = BaselineParams()  # the learned baselines' settings (harness/evaluate/baselines.py)
 
 
 # ---------------------------------------------------------------- report

@@ -21,6 +21,7 @@ MODELS = ("sft", "rl")  # the models the pipeline scores, in its order: reports/
 SCORES = "scores.json"  # one model's scores (ScoresJson)
 PREDICTIONS = "predictions.json"  # upstream's result format: {"input", "output", "predict": [beams]} per test row
 UNCONSTRAINED = "unconstrained.json"  # the first rows decoded without the constraint (Decoding)
+EXACT = "exact.json"  # the first rows ranked exactly over the whole catalogue (ExactRanking)
 UPSTREAM = "upstream"  # evaluate.backend both: upstream's evaluation of the same model, in eval/<model>/upstream/
 METRICS_JSON = "metrics.json"  # reports/metrics.json (MetricsJson)
 FINDINGS = "findings.json"  # reports/audit/findings.json (list of Finding)
@@ -98,6 +99,38 @@ class Decoding(TypedDict):
     illegal_examples: list[str]  # up to 10 distinct non-catalogue strings produced without the constraint
 
 
+class ExactRanking(TypedDict):
+    """The first test rows (evaluate.exact_rows) ranked exactly: every catalogue SID scored as beam search scores
+    it, log p(SID + EOS | prompt), beside the constrained beams of the same rows (harness/evaluate/exact.py)."""
+
+    __pydantic_config__ = _STRICT
+    rows: int
+    num_beams: int
+    catalogue_sids: int  # distinct SIDs ranked
+    prefix_rows_per_prompt: int  # one-token forward rows per prompt: the catalogue's distinct prefixes
+    tolerance: float  # a best beam this far below the exact best is a search error (float32 / bf16)
+    exact: MetricsBlock  # hr@K, ndcg@K for K up to the catalogue (100, 200, 500, 1000 where they fit), mrr
+    beam: MetricsBlock  # the constrained beams of exactly these rows (calc.py's HR/NDCG)
+    beam_recall: MetricsBlock  # beam_recall@K: share of the exact Top-K the first K beams return
+    search_errors: int  # rows whose best beam scores below the exact best (the search lost the top SID)
+    search_error_rows: list[int]  # the first 20 such rows (test-row indices)
+    beyond_beams: int  # rows whose target ranks past the beam count: no beam search of this width can hit
+    target_rank: NotRequired[list[int]]  # exact.json only: each row's 1-based exact rank of the target
+
+
+class Popularity(TypedDict):
+    """The popularity split beyond-accuracy metrics use (harness/evaluate/beyond.py) and the plot's series."""
+
+    __pydantic_config__ = _STRICT
+    train_targets: int  # train rows whose target has a SID: popularity = a SID's count among them
+    catalogue_sids: int
+    head_share: float  # the head: the fewest most popular SIDs holding this share of train targets
+    head_sids: int
+    bins: int  # popularity groups of equal numbers of SIDs, least popular first
+    k: int  # the cut-off of the curves
+    curves: dict[str, list[float]]  # per ranker (and "targets"): share of Top-K recommendations per group
+
+
 class EvaluatedBy(TypedDict):
     __pydantic_config__ = _STRICT
     evaluator: Literal["native", "upstream"]
@@ -124,6 +157,11 @@ class MetricsJson(TypedDict):
     baselines: dict[str, MetricsBlock]  # one per registered baseline (harness.evaluate.baselines.BASELINES)
     protocol: Protocol
     evaluated_by: dict[str, EvaluatedBy]  # per scored model
+    # per scored model and baseline: coverage@K, gini@K, entropy@K, avg_popularity@K, long_tail_share@K,
+    # novelty@K, target_popularity, target_long_tail_share (harness.metrics, harness/evaluate/beyond.py)
+    beyond_accuracy: dict[str, MetricsBlock]
+    popularity: Popularity
+    exact: NotRequired[dict[str, ExactRanking]]  # evaluate.exact_rows > 0 (without target_rank)
     decoding: NotRequired[dict[str, Decoding]]  # evaluate.unconstrained_rows > 0
     upstream_evaluate: NotRequired[dict[str, CrossScore]]  # evaluate.backend both
 
@@ -135,6 +173,9 @@ class Finding(TypedDict):
     id: str  # "<split>.<finding>" or "<finding>", e.g. "test.temporal_violation_rows"
     severity: Literal["error", "warning", "info"]
     figure: int | float | str | list | dict | None  # the count or observed value behind it
+    # where its first offending rows / items / keys are: up to 5 distinct "path:line" (1-based, an editor's line:
+    # CSV header = 1; interactions.jsonl line i+1 = row i); absent for a figure over the whole input
+    locations: NotRequired[list[str]]
     effect: str  # what it does to the metrics, in a sentence
 
 
@@ -142,5 +183,6 @@ SCHEMAS: dict[str, TypeAdapter] = {
     SCORES: TypeAdapter(ScoresJson),
     METRICS_JSON: TypeAdapter(MetricsJson),
     UNCONSTRAINED: TypeAdapter(Decoding),
+    EXACT: TypeAdapter(ExactRanking),
     FINDINGS: TypeAdapter(list[Finding]),
 }

@@ -165,3 +165,40 @@ def test_vectorised_mask_matches_the_per_beam_lookup_on_every_prefix():
         ids = torch.tensor(batch, dtype=torch.long)
         assert torch.equal(SidConstraint(trie, 0)(ids, torch.zeros(len(batch), len(tok))),
                            ref(ids, torch.zeros(len(batch), len(tok))))
+
+
+@pytest.mark.parametrize("seed,max_rows", [(0, 1024), (1, 7)])
+def test_exact_ranking_equals_exhaustive_beam_search(seed, max_rows):
+    """With at least as many beams as the catalogue has prefixes at every level, beam search prunes nothing, so
+    its ranked beams must be the exact ranking, score for score; small ``max_rows`` splits the catalogue into
+    first-level groups and must not change a score."""
+    from harness.decode.exact import PrefixLevels, exact_scores
+
+    index, tok, model, trie, prompts = _setup(seed)
+    sids = list(dict.fromkeys(sid_string(t) for t in index.values()))
+    seqs = [tok.convert_tokens_to_ids([f"<{c}" for c in s[1:].split("<")]) for s in sids]
+    levels = PrefixLevels.of(seqs)
+    assert levels.sizes()[-1] == len(sids) and max(len(g[0]) for g in levels.groups(max_rows)) >= 1
+    res = constrained_beam_search(model, tok, prompts[:4], trie, len(sids), batch_size=4)
+    for prompt, r in zip(prompts[:4], res):
+        score = exact_scores(model, tok(prompt, add_special_tokens=False).input_ids, levels, tok.eos_token_id,
+                             max_rows)
+        order = torch.argsort(score, descending=True, stable=True).tolist()
+        beams = ["".join(tok.convert_ids_to_tokens(b)) for b in r.sequences]
+        assert beams == [sids[j] for j in order]
+        assert torch.allclose(torch.tensor(r.scores), score[order], atol=1e-4)
+
+
+def test_exact_best_never_below_a_narrow_beams_best():
+    """Two beams can lose the best sequence: the exact best is never below the best beam, whose beam score is
+    exactly its SID's exact score."""
+    from harness.decode.exact import PrefixLevels, exact_scores
+
+    index, tok, model, trie, prompts = _setup(4, n_items=120, k=8)
+    sids = list(dict.fromkeys(sid_string(t) for t in index.values()))
+    levels = PrefixLevels.of([tok.convert_tokens_to_ids([f"<{c}" for c in s[1:].split("<")]) for s in sids])
+    for prompt, r in zip(prompts, constrained_beam_search(model, tok, prompts, trie, 2, batch_size=6)):
+        score = exact_scores(model, tok(prompt, add_special_tokens=False).input_ids, levels, tok.eos_token_id)
+        best_beam = "".join(tok.convert_ids_to_tokens(r.sequences[0]))
+        assert float(score.max()) >= score[sids.index(best_beam)] - 1e-5
+        assert abs(float(score[sids.index(best_beam)]) - r.scores[0]) < 1e-4

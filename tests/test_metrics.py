@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from harness import metrics as registry
 from harness.data.schema import Interaction
 from harness.evaluate.baselines import most_popular, repeat_last
 from harness.evaluate.score import read_predictions, score_records
@@ -146,8 +147,13 @@ def test_metrics_stage_refuses_scores_from_another_protocol(tiny_workdir):
         run_metrics(p, d / "data/dataset", d / "data/sid", d / "eval", out)
     sft["protocol"] = t.protocol
     (d / "eval/sft/scores.json").write_text(json.dumps(sft))
+    with pytest.raises(HarnessError, match=r"eval/sft/predictions.json:1: file not found"):
+        run_metrics(p, d / "data/dataset", d / "data/sid", d / "eval", out)  # a scored model has its beams
+    (d / "eval/sft/predictions.json").write_text(json.dumps(t.records([[s] for s in t.targets])))
     m = run_metrics(p, d / "data/dataset", d / "data/sid", d / "eval", out)
     assert m["sft"] == {"hr@10": 0.5} and m["rl"] is None and "most_popular" in m["baselines"]
+    assert set(m["beyond_accuracy"]) == {"sft", *m["baselines"]}  # the RL model was not scored
+    assert m["popularity"]["curves"]["sft"] == m["popularity"]["curves"]["targets"]  # it recommends the targets
     assert json.loads(out.read_text())["protocol"]["rows"] == t.protocol["rows"]
 
 
@@ -167,3 +173,31 @@ def test_streamed_json_list_is_byte_identical_to_the_whole_list_dumped(tmp_path,
         w.add(r)
     w.close()
     assert buf.getvalue() == dumps_json(records, indent=indent)
+
+
+def test_beyond_accuracy_figures_by_hand():
+    """Coverage, Gini, entropy, popularity, long tail and novelty on a four-SID catalogue worked out on paper:
+    a repeated beam counts once per row, a beam outside the catalogue not at all."""
+    import math
+
+    from harness.evaluate.beyond import Popularity, beyond_accuracy, gini, popularity_curve
+
+    pop = Popularity(["A"] * 6 + ["B"] * 3 + ["C"], ["A", "B", "C", "D"])
+    assert pop.head == {"A"} and pop.total == 10  # A alone holds >= 20% of the train targets
+    b = beyond_accuracy(pop, [["A", "B"], ["A", "A", "C"], ["X", "B"]], ["B", "C", "Z"], [2])
+    assert b["coverage@2"] == 0.5 and b["gini@2"] == 0.5 and b["entropy@2"] == 1.0
+    assert b["avg_popularity@2"] == 4.5 and b["long_tail_share@2"] == 0.5
+    assert math.isclose(b["novelty@2"], (1.0 * 2 + -math.log2(4 / 14) * 2) / 4)
+    assert b["target_popularity"] == 2.0 and b["target_long_tail_share"] == 1.0
+    assert popularity_curve(pop, [["A", "B"], ["A", "A", "C"], ["X", "B"]], 2) == [0, 0, 0, 0, 0, .5, 0, .5, 0, 0]
+    assert gini([5, 5, 5]) == 0.0 and math.isclose(gini([0, 0, 0, 9]), 0.75)
+
+
+def test_every_beyond_accuracy_and_exact_key_is_registered():
+    from harness.evaluate.beyond import Popularity, beyond_accuracy
+
+    pop = Popularity(["A", "B"], ["A", "B", "C"])
+    for k in beyond_accuracy(pop, [["A"], ["C"]], ["A", "B"], [1]):
+        registry.parse(k)
+    for k in ("mrr", "beam_recall@10", "hr@1000"):
+        registry.parse(k)

@@ -95,6 +95,7 @@ def test_metrics_schema_and_predictions(reproduced):
     for name, path in (("metrics.json", "reports/metrics.json"), ("scores.json", "reports/eval/sft/scores.json"),
                        ("scores.json", "reports/eval/rl/scores.json"),
                        ("unconstrained.json", "reports/eval/sft/unconstrained.json"),
+                       ("exact.json", "reports/eval/sft/exact.json"), ("exact.json", "reports/eval/rl/exact.json"),
                        ("findings.json", "reports/audit/findings.json")):
         SCHEMAS[name].validate_python(json.loads((reproduced / path).read_text()))  # every key is in the contract
     preds = json.loads((reproduced / "reports/eval/sft/predictions.json").read_text())
@@ -116,6 +117,44 @@ def test_report_shows_model_baseline_and_audit(reproduced):
         assert "NMI level-1 vs category" in text
 
 
+def test_exact_ranking_beside_the_beams_and_beyond_accuracy(reproduced):
+    """The report's exact-vs-beam and beyond-accuracy sections, for both models and every baseline; and on the
+    default's own SFT model, beam search with as many beams as the catalogue has SIDs prunes nothing, so it must
+    return the exact ranking, in order and score for score."""
+    import torch
+
+    from harness.decode.constrained import catalogue_trie, constrained_beam_search
+    from harness.decode.exact import PrefixLevels, exact_scores
+    from harness.evaluate.baselines import BASELINES
+    from harness.evaluate.protocol import TestProtocol
+    from harness.params import EvaluateParams
+    from harness.train.model import load_model
+
+    m = json.loads((reproduced / "reports/metrics.json").read_text())
+    assert set(m["exact"]) == {"sft", "rl"} and set(m["beyond_accuracy"]) == {"sft", "rl", *BASELINES}
+    for e in m["exact"].values():
+        assert e["rows"] == 60 and e["exact"]["hr@100"] >= e["exact"]["hr@20"] >= e["beam"]["hr@20"] - 1e-9
+        assert 0 <= e["search_errors"] <= e["rows"] and 0 < e["beam_recall"]["beam_recall@10"] <= 1
+    ranks = json.loads((reproduced / "reports/eval/sft/exact.json").read_text())["target_rank"]
+    assert m["exact"]["sft"]["exact"]["hr@10"] == sum(r <= 10 for r in ranks) / len(ranks)
+    md = (reproduced / "reports/report.md").read_text()
+    for text in ("## Exact ranking vs beam search", "beam recall@10", "search errors", "## Beyond accuracy",
+                 "coverage@10", "long-tail share@10", "test targets", "SASRec", "Item-to-item transition"):
+        assert text in md, text
+
+    t = TestProtocol(EvaluateParams(), reproduced / "data/dataset", reproduced / "data/sid")
+    lm, tok = load_model(reproduced / "models/sft", torch.device("cpu"), torch.float32)
+    sids = list(t.catalogue)
+    levels = PrefixLevels.of([tok.convert_tokens_to_ids(t.index[items[0]]) for items in t.catalogue.values()])
+    beams = constrained_beam_search(lm, tok, t.prompts[:3], catalogue_trie(tok, t.index, "sft"), len(sids), 3)
+    for prompt, r in zip(t.prompts[:3], beams):
+        score = exact_scores(lm, tok(prompt, add_special_tokens=False).input_ids, levels, tok.eos_token_id)
+        order = torch.argsort(score, descending=True, stable=True)
+        assert torch.allclose(torch.tensor(r.scores), score[order], atol=1e-4)
+        top = ["".join(tok.convert_ids_to_tokens(b)) for b in r.sequences[:10]]
+        assert top == [sids[j] for j in order[:10].tolist()]
+
+
 def test_report_sections_plots_and_decoding_comparison(reproduced):
     md = (reproduced / "reports/report.md").read_text()
     for section in ("## Reproduced vs paper", "no figures for 'synthetic'", "## Examples", "## SFT vs SFT + RL",
@@ -128,7 +167,7 @@ def test_report_sections_plots_and_decoding_comparison(reproduced):
     assert d["constrained"]["hr@10"] == pytest.approx(
         json.loads((reproduced / "reports/eval/sft/unconstrained.json").read_text())["constrained"]["hr@10"])
     assert m["evaluated_by"]["sft"] == {"evaluator": "native", "upstream_commit": None, "prompts": "harness"}
-    for png in ("hr_at_k", "ndcg_at_k", "sid_codes_per_level", "sft_loss", "rl_reward"):
+    for png in ("hr_at_k", "ndcg_at_k", "sid_codes_per_level", "sft_loss", "rl_reward", "popularity_bias"):
         data = (reproduced / f"reports/plots/{png}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and f"plots/{png}.png" in md
     shown = json.loads(sh(reproduced, "dvc", "plots", "show", "--json"))["data"]

@@ -8,11 +8,14 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.evaluate.baselines import BASELINES
+from harness.evaluate.beyond import Popularity, beyond_accuracy, popularity_curve
 from harness.evaluate.protocol import TestProtocol
-from harness.evaluate.score import score_records
+from harness.evaluate.score import clean_beam, read_predictions, score_records
 from harness.io import read_utf8, write_json
+from harness.metrics import headline_k
 from harness.params import EvaluateParams
-from harness.results import MODELS, SCORES, UNCONSTRAINED, UPSTREAM
+from harness.results import EXACT, MODELS, PREDICTIONS, SCORES, UNCONSTRAINED, UPSTREAM
+from harness.sid.tokens import sid_string
 
 
 def run_metrics(p: EvaluateParams, dataset_dir: str | Path, sid_dir: str | Path,
@@ -23,6 +26,8 @@ def run_metrics(p: EvaluateParams, dataset_dir: str | Path, sid_dir: str | Path,
     scored: dict[str, dict | None] = {}
     cross: dict[str, dict] = {}
     decoding: dict[str, dict] = {}
+    exact: dict[str, dict] = {}
+    rankings: dict[str, list[list[str]]] = {}  # each scored model's and baseline's ranked SIDs per row
     evaluators: dict[str, dict] = {}
     generation = None
 
@@ -48,6 +53,12 @@ def run_metrics(p: EvaluateParams, dataset_dir: str | Path, sid_dir: str | Path,
         free_path = Path(eval_dir) / model / UNCONSTRAINED
         if s["metrics"] is not None and free_path.is_file():
             decoding[model] = json.loads(read_utf8(free_path))
+        exact_path = Path(eval_dir) / model / EXACT
+        if s["metrics"] is not None and exact_path.is_file():
+            exact[model] = {k: v for k, v in json.loads(read_utf8(exact_path)).items() if k != "target_rank"}
+        if s["metrics"] is not None:
+            rankings[model] = [[clean_beam(b) for b in r["predict"]]
+                               for r in read_predictions(Path(eval_dir) / model / PREDICTIONS)]
         upstream_path = Path(eval_dir) / model / UPSTREAM / SCORES
         if upstream_path.is_file():  # evaluate.backend both: the pinned evaluate.py on the same model
             u = read_scores(upstream_path)
@@ -59,13 +70,24 @@ def run_metrics(p: EvaluateParams, dataset_dir: str | Path, sid_dir: str | Path,
     if scored["sft"] is None:
         raise HarnessError(f"{Path(eval_dir) / 'sft' / SCORES}: the SFT model was not scored")
     train = t.dataset.split("train")
+    baselines = {}
+    for b in BASELINES.values():
+        rankings[b.name] = b.rank(train, t.index, t.rows, t.num_beams, p.baselines)
+        baselines[b.name] = score_records(t.records(rankings[b.name]), t.info_sids, t.ks)
+    pop = Popularity([sid_string(t.index[r.target]) for r in train if r.target in t.index], list(t.catalogue))
+    k = headline_k(scored["sft"])
     metrics = {
         **scored,
-        "baselines": {b.name: score_records(t.records(b.rank(train, t.index, t.rows, t.num_beams)), t.info_sids, t.ks)
-                      for b in BASELINES.values()},
+        "baselines": baselines,
+        "beyond_accuracy": {name: beyond_accuracy(pop, r, t.targets, t.ks) for name, r in rankings.items()},
+        "popularity": {**pop.summary(), "k": k, "curves": {
+            "targets": popularity_curve(pop, [[s] for s in t.targets], 1),
+            **{name: popularity_curve(pop, r, k) for name, r in rankings.items()}}},
         "protocol": {**t.protocol, "generation": generation},
         "evaluated_by": evaluators,
     }
+    if exact:
+        metrics["exact"] = exact
     if cross:
         metrics["upstream_evaluate"] = cross
     if decoding:

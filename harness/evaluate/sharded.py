@@ -13,6 +13,7 @@ from harness.console import console, progress, report_rate
 from harness.errors import HarnessError
 from harness.embed.cache import model_fingerprint
 from harness.evaluate.protocol import TestProtocol
+from harness.evaluate.exact import exact_ranking
 from harness.evaluate.resume import open_shard, run_fingerprint, write_chunk
 from harness.evaluate.unconstrained import unconstrained
 from harness.params import EvaluateParams
@@ -25,14 +26,14 @@ class NativeRun:
     as it goes. Memory stays bounded by the decoder's chunk, not by the number of test rows."""
 
     def __init__(self, p: EvaluateParams, t: TestProtocol, model: str, lm, tokenizer, prompts: list, trie,
-                 as_text, shard_dir: Path, processes: int, rendered: bool):
+                 as_text, shard_dir: Path, processes: int, rendered: bool, suffix: list[int]):
         self.p, self.t, self.model, self.lm, self.tokenizer = p, t, model, lm, tokenizer
         self.prompts, self.trie, self.as_text, self.rendered = prompts, trie, as_text, rendered
-        self.shard_dir, self.processes = shard_dir, processes
+        self.shard_dir, self.processes, self.suffix = shard_dir, processes, suffix
 
-    def merge(self, predictions: Path) -> tuple[dict, dict | None]:
-        """Write predictions.json (upstream's format, test-split order); the scores and the unconstrained
-        comparison. The shard files are removed afterwards."""
+    def merge(self, predictions: Path) -> tuple[dict, dict | None, dict | None]:
+        """Write predictions.json (upstream's format, test-split order); the scores, the unconstrained
+        comparison and the exact ranking of the first rows. The shard files are removed afterwards."""
         import json
         import shutil
 
@@ -43,7 +44,8 @@ class NativeRun:
         t, tok = self.t, self.tokenizer
         scorer = Scorer(t.info_sids, t.ks)
         n_free = len(t.rows) if self.p.unconstrained_rows is None else min(self.p.unconstrained_rows, len(t.rows))
-        head: list[dict] = []  # the first rows' records, for the unconstrained comparison
+        n_exact = len(t.rows) if self.p.exact_rows is None else min(self.p.exact_rows, len(t.rows))
+        head: list[dict] = []  # the first rows' records, for the unconstrained comparison and the exact ranking
         shards = [(self.shard_dir / f"rank-{r}.jsonl").open(encoding="utf-8") for r in range(self.processes)]
         try:
             with predictions.open("w", encoding="utf-8") as fh:
@@ -57,7 +59,7 @@ class NativeRun:
                     rec = t.record(i, beams, tok.decode(self.prompts[i]) if self.rendered else None)
                     out.add(rec)
                     scorer.add(rec)
-                    if i < n_free:
+                    if i < max(n_free, n_exact):
                         head.append(rec)
                 out.close()
             if any(f.readline() for f in shards):
@@ -74,11 +76,12 @@ class NativeRun:
                   "protocol": {**t.protocol, "generation": generation, "processes": self.processes,
                                "chunk_rows": self.p.chunk_rows,
                                "dtype": self.p.dtype, "prompts": "upstream" if self.rendered else "harness"}}
-        free = unconstrained(self.p, t, self.lm, tok, self.prompts, head, self.trie.max_len, self.as_text)
+        free = unconstrained(self.p, t, self.lm, tok, self.prompts, head[:n_free], self.trie.max_len, self.as_text)
+        exact = exact_ranking(self.p, t, self.lm, tok, self.prompts, head[:n_exact], self.suffix)
         self.lm = None  # the upstream run of backend both loads the model again, in its own processes
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        return scores, free
+        return scores, free, exact
 
 
 def native_decode(p: EvaluateParams, t: TestProtocol, model: str, model_dir: Path, shard_dir: Path,
@@ -97,9 +100,11 @@ def native_decode(p: EvaluateParams, t: TestProtocol, model: str, model_dir: Pat
                            "through `harness evaluate`)")
     if prompt_source is not None:  # e.g. upstream's own prompt ids, and its answer format "SID\n" + EOS
         prompts = prompt_source(t, model_dir)
-        trie = catalogue_trie(tokenizer, t.index, model_dir, tokenizer("\n", add_special_tokens=False).input_ids)
+        suffix = tokenizer("\n", add_special_tokens=False).input_ids
+        trie = catalogue_trie(tokenizer, t.index, model_dir, suffix)
         as_text = lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
     else:
+        suffix = []
         trie = catalogue_trie(tokenizer, t.index, model_dir)
         as_text = lambda ids: "".join(tokenizer.convert_ids_to_tokens(ids))  # noqa: E731
     mine = list(range(state.process_index, len(t.rows), state.num_processes))  # this process's shard
@@ -131,4 +136,4 @@ def native_decode(p: EvaluateParams, t: TestProtocol, model: str, model_dir: Pat
     if not state.is_main_process:
         return None
     return NativeRun(p, t, model, lm, tokenizer, prompts, trie, as_text, shard_dir, state.num_processes,
-                     prompt_source is not None)
+                     prompt_source is not None, suffix)

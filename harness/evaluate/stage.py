@@ -10,7 +10,7 @@ from harness.evaluate.protocol import TestProtocol
 from harness.evaluate.sharded import native_decode
 from harness.io import atomic_dir, write_json
 from harness.params import EvaluateParams
-from harness.results import PREDICTIONS, SCORES, UNCONSTRAINED
+from harness.results import EXACT, PREDICTIONS, SCORES, UNCONSTRAINED
 
 # Renders the native decoder's prompts another way (upstream's own evaluation dataset): the token ids of every
 # scored row; the decoder then constrains to that format's answer, "SID" + newline + EOS.
@@ -39,10 +39,12 @@ def run_evaluate(p: EvaluateParams, model: str, dataset_dir: str | Path,
     if native is None:  # a non-zero rank of a launched run
         return None
     with atomic_dir(out_dir) as tmp:
-        scores, free = native.merge(tmp / PREDICTIONS)
+        scores, free, exact = native.merge(tmp / PREDICTIONS)
         write_json(tmp / SCORES, scores)
         if free is not None:
             write_json(tmp / UNCONSTRAINED, free)
+        if exact is not None:
+            write_json(tmp / EXACT, exact)
         if after_scoring is not None:
             scores["upstream"] = after_scoring(tmp, t, model_dir, scores)
     return scores

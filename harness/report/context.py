@@ -9,6 +9,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from harness.errors import HarnessError
+from harness.evaluate.baselines import BASELINES
 from harness.params import ReportParams
 from harness.provenance import cpu_model, packages
 from harness.report.model_tables import (
@@ -41,6 +42,9 @@ def extra_sections(p: ReportParams, metrics: dict, data_summary: dict, sid_summa
     files = plots.metrics_at_k(model_blocks(metrics), plots_dir)
     files.append(plots.codes_per_level(sid_summary["comparison"], plots_dir))
     files += plots.training_curves(training.get("log_history", []), rl_training.get("log_history", []), plots_dir)
+    labels = ranker_labels()
+    if metrics.get("popularity"):
+        files.append(plots.popularity_bias(metrics["popularity"], labels, plots_dir))
     lock_table, seeds = tables.lock_record()
     from harness.data.schema import read_dataset
     from harness.sid.index import read_index_json
@@ -56,6 +60,13 @@ def extra_sections(p: ReportParams, metrics: dict, data_summary: dict, sid_summa
         "paper_methods": tables.paper_methods_table(cmp) if cmp["available"] else None,
         "reproductions": tables.reproductions_table(cmp) if cmp["available"] else None,
         "decoding": tables.decoding_table(metrics["decoding"]) if metrics.get("decoding") else None,
+        "exact": tables.exact_table(metrics["exact"]) if metrics.get("exact") else None,
+        "exact_depth": tables.exact_depth_table(metrics["exact"]) if metrics.get("exact") else None,
+        "exact_info": next(iter(metrics["exact"].values())) if metrics.get("exact") else None,
+        "beyond": tables.beyond_table(metrics, labels) if metrics.get("beyond_accuracy") else None,
+        "popularity": metrics.get("popularity"),
+        "baseline_paper": (tables.baseline_paper_table(metrics, cmp, BASELINES.values())
+                           if cmp["available"] else None),
         "agreement": tables.agreement_table(metrics.get("upstream_evaluate", {})),
         "agreement_notes": {m: {k: c["agreement"].get(k) for k in ("rows", "identical_share", "top1_agreement",
                                                                     "native_dtype", "upstream_dtype", "skipped")}
@@ -108,6 +119,11 @@ def build_context(p: ReportParams, metrics: dict, data_summary: dict, sid_summar
         "machine": f"{platform.system()} {platform.machine()}, {cpu_model()}",
         **(extra or {}),
     }
+
+
+def ranker_labels() -> dict[str, str]:
+    """Short names of every ranker a beyond-accuracy row or plot series can belong to."""
+    return {"sft": "SFT", "rl": "SFT + RL", "targets": "test targets", **{b.name: b.label for b in BASELINES.values()}}
 
 
 def base_model_text(training: dict) -> str:

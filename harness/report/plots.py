@@ -105,3 +105,25 @@ def training_curves(sft_history: list[dict], rl_history: list[dict], out: Path) 
     _save(fig, out / "rl_reward.png")
     files.append("rl_reward.png")
     return files
+
+
+def popularity_bias(popularity: dict, labels: dict[str, str], out: Path) -> str:
+    """Recommendation frequency against item popularity: for each popularity group of catalogue SIDs (least
+    popular first, equal numbers of SIDs), the share of each ranker's Top-K that falls in it, beside the share
+    of test targets that do. A ranker above the targets' line on the right recommends the head too often."""
+    curves, bins = popularity["curves"], popularity["bins"]
+    x = list(range(1, bins + 1))
+    write_json(out / "popularity.json", [{"group": g, **{labels.get(n, n): c[g - 1] for n, c in curves.items()}}
+                                         for g in x])
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, c in curves.items():
+        style = dict(color="black", linestyle="--", linewidth=2) if name == "targets" else dict(marker="o")
+        ax.plot(x, c, label=labels.get(name, name), **style)
+    ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_xticks(x)
+    ax.set_xlabel("popularity group of catalogue SIDs (1 = least popular tenth)")
+    ax.set_ylabel(f"share of Top-{popularity['k']} recommendations")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, out / "popularity_bias.png")
+    return "popularity_bias.png"

@@ -59,6 +59,63 @@ def decoding_table(decoding: dict) -> Table:
     return header, rows
 
 
+def exact_table(exact: dict) -> Table:
+    """Exact full-catalogue ranking vs the constrained beams on the same first rows, per model."""
+    first = next(iter(exact.values()))
+    k = headline_k(first["beam"])
+    header = ["model", "rows", f"HR@{k} exact / beams", f"NDCG@{k} exact / beams", f"beam recall@{k}",
+              "search errors", f"targets past {first['num_beams']} beams", "MRR (exact)"]
+    rows = []
+    for model, e in exact.items():
+        x, b = e["exact"], e["beam"]
+        rows.append([model.upper(), str(e["rows"]),
+                     f"{_f(x[metric_key('hr', k)])} / {_f(b[metric_key('hr', k)])}",
+                     f"{_f(x[metric_key('ndcg', k)])} / {_f(b[metric_key('ndcg', k)])}",
+                     _f(e["beam_recall"][metric_key("beam_recall", k)]), str(e["search_errors"]),
+                     str(e["beyond_beams"]), _f(x[metric_key("mrr")])])
+    return header, rows
+
+
+def exact_depth_table(exact: dict) -> Table:
+    """Exact HR@K at every cut-off the catalogue allows, past the beams too (beam search cannot give those)."""
+    first = next(iter(exact.values()))
+    ks = [k for k in sorted(int(mk.split("@")[1]) for mk in first["exact"] if mk.startswith("hr@"))]
+    header = ["model"] + [f"HR@{k}" for k in ks]
+    return header, [[m.upper()] + [_f(e["exact"][metric_key("hr", k)]) for k in ks] for m, e in exact.items()]
+
+
+BEYOND_COLUMNS = (("coverage", "coverage@{k}", ".4f"), ("gini", "Gini@{k}", ".4f"),
+                  ("entropy", "entropy@{k} (bits)", ".2f"), ("avg_popularity", "avg popularity@{k}", ".1f"),
+                  ("long_tail_share", "long-tail share@{k}", ".4f"), ("novelty", "novelty@{k} (bits)", ".2f"))
+
+
+def beyond_table(metrics: dict, labels: dict[str, str]) -> Table:
+    """Coverage, concentration and popularity of what each model and baseline recommends at the headline K,
+    and a last row for the test targets themselves (what an unbiased ranker's popularity would look like)."""
+    beyond = metrics["beyond_accuracy"]
+    k = metrics["popularity"]["k"]
+    header = ["ranker"] + [h.format(k=k) for _, h, _ in BEYOND_COLUMNS]
+    rows = [[labels.get(name, name)] + [_f(b[metric_key(m, k)], fmt) for m, _, fmt in BEYOND_COLUMNS]
+            for name, b in beyond.items()]
+    any_block = next(iter(beyond.values()))
+    rows.append(["test targets", "", "", "", _f(any_block["target_popularity"], ".1f"),
+                 _f(any_block["target_long_tail_share"]), ""])
+    return header, rows
+
+
+def baseline_paper_table(metrics: dict, cmp: dict, baselines) -> Table | None:
+    """Each baseline the paper also ran, reproduced here beside the paper's own figures for it."""
+    keys = ("hr@3", "ndcg@3", "hr@5", "ndcg@5", "hr@10", "ndcg@10")
+    paper = {row[0]: row[1:] for row in cmp.get("methods", [])}
+    rows = []
+    for b in baselines:
+        if b.paper and b.paper in paper and metrics["baselines"].get(b.name):
+            m = metrics["baselines"][b.name]
+            rows.append([f"{b.label} (reproduced)"] + [_f(m.get(k)) for k in keys])
+            rows.append([f"{b.paper} (paper)"] + [_f(v) for v in paper[b.paper]])
+    return (["baseline"] + [k.upper() for k in keys], rows) if rows else None
+
+
 AGREEMENT_CAUSES = {
     "identical": "the same ranked Top-K",
     "fail_open": "H2: upstream's constraint let a beam out of the catalogue",

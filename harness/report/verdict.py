@@ -16,9 +16,23 @@ def verdict(metrics: dict, extra: dict | None = None) -> str:
     return (f"The SFT model {outcome} the most-popular baseline on HR@{k} ({a:.4f} vs {b:.4f}, {rel}the baseline) "
             f"on {metrics['protocol']['rows']} test rows with {metrics['protocol']['num_beams']} constrained beams; "
             f"{legal:.2%} of its generated SIDs are catalogue SIDs ({sft['illegal_count']} illegal). "
-            + rl_sentence(metrics, k) + _significance_sentence((extra or {}).get("significance"))
+            + strongest_baseline_sentence(metrics, k) + rl_sentence(metrics, k) + _significance_sentence((extra or {}).get("significance"))
             + _paper_sentence((extra or {}).get("paper"))
             + "Hits are counted at SID level, so items sharing a SID count as hits for each other.")
+
+
+def strongest_baseline_sentence(metrics: dict, k: int) -> str:
+    """The baseline with the highest HR@k, against the best model: a generative recommender that loses to a
+    transition table has learned less than the headline suggests."""
+    from harness.evaluate.baselines import BASELINES
+
+    hr = registry.key("hr", k)
+    name, block = max(((n, b) for n, b in metrics["baselines"].items() if b), key=lambda nb: nb[1][hr])
+    models = [(label, metrics[m]) for m, label in (("sft", "SFT"), ("rl", "SFT + RL")) if metrics.get(m)]
+    label, best = max(models, key=lambda lm: lm[1][hr])
+    where = "above" if best[hr] > block[hr] else "below"
+    return (f"The strongest baseline is {BASELINES[name].label if name in BASELINES else name} "
+            f"(HR@{k} {block[hr]:.4f}): the better model, {label}, is {where} it ({best[hr] - block[hr]:+.4f}). ")
 
 
 def _significance_sentence(sig: dict | None) -> str:
