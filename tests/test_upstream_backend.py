@@ -280,7 +280,9 @@ def test_upstream_sft_rl_and_cross_scored_evaluation_on_the_fake(checkout, base,
     assert m["evaluated_by"]["rl"]["evaluator"] == "upstream" and "sft" in m["upstream_evaluate"]
     assert m["upstream_evaluate"]["sft"]["agreement"]["rows"] == 12
     labels = [label for label, _ in model_blocks(m)]
-    assert any("upstream evaluate.py @ " + pin[:12] in x for x in labels) and len(labels) == 5
+    from harness.evaluate.baselines import BASELINES
+
+    assert any("upstream evaluate.py @ " + pin[:12] in x for x in labels) and len(labels) == 3 + len(BASELINES)
     _clean(checkout)
 
 
