@@ -1,8 +1,10 @@
-"""Shared fixtures. Tests that need ../shared skip on a user's machine and fail in CI (HARNESS_REQUIRE_SHARED=1)."""
+"""Shared fixtures. Tests that need ../shared skip on a user's machine and fail in CI (HARNESS_REQUIRE_SHARED=1);
+tests that need headless Chromium do the same (HARNESS_REQUIRE_BROWSER=1, which .ci/run sets)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,30 @@ def shared_amazon() -> Path:
             pytest.fail(msg + " (HARNESS_REQUIRE_SHARED=1)")
         pytest.skip(msg)
     return SHARED_AMAZON
+
+
+# Every headless Chromium start: no background connections (updates, sync, QUIC probes), which would otherwise
+# hang on a closed network and keep the process from exiting.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+def chromium_argv(profile_dir: Path) -> list[str]:
+    """The command prefix of a headless Chromium with its own profile folder. Without Chromium on PATH the
+    calling test skips on a user's machine and fails in CI (HARNESS_REQUIRE_BROWSER=1)."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        msg = "headless Chromium not installed (Debian package chromium)"
+        if os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg + " (HARNESS_REQUIRE_BROWSER=1)")
+        pytest.skip(msg)
+    return [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}"]
+
+
+@pytest.fixture()
+def chromium(tmp_path_factory) -> list[str]:
+    """:func:`chromium_argv` with a fresh profile: ``subprocess.run([*chromium, "--dump-dom", url])``."""
+    return chromium_argv(tmp_path_factory.mktemp("chromium-profile"))
 
 
 @pytest.fixture(scope="session")
