@@ -273,6 +273,10 @@ class RlParams(_Section):
     bf16: bool = False  # trl's GRPOConfig defaults to True, even on a CPU: set here, never inherited
     gradient_checkpointing: bool = False  # trl's default is True: set here, never inherited
     gradient_accumulation_steps: int = Field(1, ge=1)  # upstream rl.sh: 2
+    # the policy probe (harness.train.diagnostics): HR/NDCG@probe_k of fixed train prompts every probe_every steps
+    probe_prompts: int = Field(64, ge=0)  # per probe set (trained, held out); 0 = no probe
+    probe_every: int = Field(8, ge=0)  # optimiser steps between probes (0 = before and after training only)
+    probe_k: int = Field(10, ge=1)
 
     @model_validator(mode="after")
     def _reference(self) -> "RlParams":

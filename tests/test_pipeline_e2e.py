@@ -167,11 +167,19 @@ def test_report_sections_plots_and_decoding_comparison(reproduced):
     assert d["constrained"]["hr@10"] == pytest.approx(
         json.loads((reproduced / "reports/eval/sft/unconstrained.json").read_text())["constrained"]["hr@10"])
     assert m["evaluated_by"]["sft"] == {"evaluator": "native", "upstream_commit": None, "prompts": "harness"}
-    for png in ("hr_at_k", "ndcg_at_k", "sid_codes_per_level", "sft_loss", "rl_reward", "popularity_bias"):
+    for png in ("hr_at_k", "ndcg_at_k", "sid_codes_per_level", "sft_loss", "rl_reward", "popularity_bias",
+                "rl_diagnostics"):
         data = (reproduced / f"reports/plots/{png}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and f"plots/{png}.png" in md
     shown = json.loads(sh(reproduced, "dvc", "plots", "show", "--json"))["data"]
-    assert {"HR@K", "NDCG@K", "SFT loss", "RL reward", "reports/plots/hr_at_k.png"} <= set(shown), set(shown)
+    assert {"HR@K", "NDCG@K", "SFT loss", "RL reward", "RL groups that can teach",
+            "reports/plots/hr_at_k.png"} <= set(shown), set(shown)
+    rl = json.loads((reproduced / "models/rl/training_log.json").read_text())
+    steps = rl["global_steps"]  # TINY: 8 prompts, 2 per step; probe before, at step 8 (never reached), after
+    assert [r["step"] for r in rl["probe"]] == [0, steps] and set(rl["probe"][0]) == {"step", "trained", "held_out"}
+    assert rl["probe_prompts"] == {"trained": 8, "held_out": 64}  # all 8 RL prompts; 64 of the rest
+    assert "### RL diagnostics" in md and "groups held the target" in md and "held out HR@10" in md
+    assert "8 of the prompts RL trains on, and 64 held-out train rows" in md
     assert not any(p.get("errors") for plot in shown.values() for p in (plot if isinstance(plot, list) else []))
 
 
@@ -327,9 +335,16 @@ def test_rl_with_the_rule_reward(reproduced, tmp_path):
     from harness.params import RlParams
     from harness.train.rl import run_rl
 
-    log = run_rl(RlParams(max_prompts=4, num_generations=4, prompts_per_step=2, reward="rule"),
-                 reproduced / "data/dataset", reproduced / "data/sid", reproduced / "models/sft", tmp_path / "rl")
-    assert log["reward"] == "rule" and log["global_steps"] == 2
+    log = run_rl(RlParams(max_prompts=4, num_generations=4, prompts_per_step=1, reward="rule", probe_prompts=4,
+                          probe_every=2), reproduced / "data/dataset", reproduced / "data/sid",
+                 reproduced / "models/sft", tmp_path / "rl")
+    assert log["reward"] == "rule" and log["global_steps"] == 4
+    assert [r["step"] for r in log["probe"]] == [0, 2, 4] and log["probe_prompts"] == {"trained": 4, "held_out": 4}
+    # every group either holds the target (rewards 1, 0, 0, 0: some variance) or not (all 0: none), so trl's
+    # zero-variance share and the target share derived from the rule reward must add up to 1 at every step
+    assert len(log["diagnostics"]) == 4
+    for d in log["diagnostics"]:
+        assert d["zero_std_groups"] + d["target_groups"] == pytest.approx(1.0), d
     logged = {k for h in log["log_history"] for k in h}
     assert "rewards/rule/mean" in logged and not any("ndcg_rule" in k for k in logged)
     assert (tmp_path / "rl" / "config.json").is_file()

@@ -42,6 +42,7 @@ def extra_sections(p: ReportParams, metrics: dict, data_summary: dict, sid_summa
     files = plots.metrics_at_k(model_blocks(metrics), plots_dir)
     files.append(plots.codes_per_level(sid_summary["comparison"], plots_dir))
     files += plots.training_curves(training.get("log_history", []), rl_training.get("log_history", []), plots_dir)
+    files.append(plots.rl_diagnostics(rl_training, plots_dir))
     labels = ranker_labels()
     if metrics.get("popularity"):
         files.append(plots.popularity_bias(metrics["popularity"], labels, plots_dir))
@@ -72,6 +73,8 @@ def extra_sections(p: ReportParams, metrics: dict, data_summary: dict, sid_summa
                                                                     "native_dtype", "upstream_dtype", "skipped")}
                             for m, c in metrics.get("upstream_evaluate", {}).items() if c.get("agreement")},
         "significance": sig,
+        "rl_probe": tables.rl_probe_table(rl_training),
+        "rl_summary": rl_training.get("diagnostics_summary"),
         "significance_table": tables.significance_table(sig) if sig else None,
         "experiments": experiments.experiment_rows(runs) if len(runs) > 1 else None,
         "experiments_note": exp_note or ("no experiments yet: `dvc exp run -S key=value` adds one"

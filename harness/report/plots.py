@@ -107,6 +107,62 @@ def training_curves(sft_history: list[dict], rl_history: list[dict], out: Path) 
     return files
 
 
+def rl_diagnostics(rl_training: dict, out: Path) -> str:
+    """Four panels by optimiser step: reward mean and spread; the share of groups holding the target beside
+    the share with zero reward variance (which teach nothing); KL to the reference and gradient norm; and the
+    policy probe's HR@K on fixed train prompts. The series are also written for ``dvc plots``."""
+    diag = rl_training.get("diagnostics") or []
+    probe = rl_training.get("probe") or []
+    k = rl_training.get("probe_k")
+    write_json(out / "rl_diagnostics.json", diag)
+    write_json(out / "rl_probe.json", [{"step": r["step"], **{name: v[f"hr@{k}"] for name, v in r.items()
+                                                            if name != "step"}} for r in probe])  # HR@probe_k
+    fig, axes = plt.subplots(2, 2, figsize=(9, 5.6))
+    if not diag:
+        for ax in axes.flat:
+            ax.set_axis_off()
+        axes[0][0].text(0.5, 0.5, "no RL diagnostics (RL not run, or a log without them)", ha="center",
+                        va="center", transform=axes[0][0].transAxes)
+    else:
+        steps = [d["step"] for d in diag]
+
+        def series(key):
+            return [d.get(key, float("nan")) for d in diag]
+
+        ax = axes[0][0]
+        mean, std = series("reward_mean"), series("reward_std")
+        ax.plot(steps, mean, label="reward mean")
+        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2,
+                        label="± std")
+        ax.set_ylabel("reward")
+        ax = axes[0][1]
+        ax.plot(steps, series("target_groups"), label="groups holding the target")
+        ax.plot(steps, series("zero_std_groups"), label="groups with zero reward variance")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("share of groups")
+        ax = axes[1][0]
+        ax.plot(steps, series("kl"), label="KL to reference")
+        ax.set_ylabel("KL")
+        twin = ax.twinx()
+        twin.plot(steps, series("grad_norm"), color="tab:orange", label="grad norm")
+        twin.set_ylabel("grad norm")
+        twin.legend(fontsize=7, loc="upper right")
+        ax = axes[1][1]
+        for name in [n for n in (probe[0] if probe else {}) if n != "step"]:
+            ax.plot([r["step"] for r in probe], [r[name][f"hr@{k}"] for r in probe], marker="o",
+                    label=f"{name.replace('_', ' ')} prompts")
+        ax.set_ylabel(f"policy HR@{k}" if probe else "no policy probe")
+        for ax in axes.flat:
+            ax.set_xlabel("optimiser step")
+            ax.grid(alpha=0.3)
+        for ax in (axes[0][0], axes[0][1], axes[1][0], axes[1][1]):
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    _save(fig, out / "rl_diagnostics.png")
+    return "rl_diagnostics.png"
+
+
 def popularity_bias(popularity: dict, labels: dict[str, str], out: Path) -> str:
     """Recommendation frequency against item popularity: for each popularity group of catalogue SIDs (least
     popular first, equal numbers of SIDs), the share of each ranker's Top-K that falls in it, beside the share

@@ -152,6 +152,16 @@ def significance_table(sig: dict) -> Table:
                      f"[{lo:+.4f}, {hi:+.4f}]", _f(sig["bootstrap_p"], ".4g")]]
 
 
+def rl_probe_table(rl_training: dict) -> Table | None:
+    """The policy probe by step: HR/NDCG@K of the fixed train prompts RL trains on, and of held-out ones."""
+    probe, k = rl_training.get("probe") or [], rl_training.get("probe_k")
+    if not probe:
+        return None
+    names = [n for n in probe[0] if n != "step"]
+    header = ["step", *[f"{n.replace('_', ' ')} {m}@{k}" for n in names for m in ("HR", "NDCG")]]
+    return header, [[str(r["step"]), *[_f(r[n][f"{m}@{k}"]) for n in names for m in ("hr", "ndcg")]] for r in probe]
+
+
 def seed_table(groups: list[dict]) -> Table:
     header = ["runs (differ only in seeds)", "n", "SFT HR@10", "SFT NDCG@10", "RL HR@10", "RL NDCG@10"]
     rows = []

@@ -51,6 +51,19 @@ def rl_examples(ds: Dataset, index: dict[int, list[str]], p: RlParams) -> tuple[
     return HFDataset.from_dict({"prompt": [e[1] for e in examples], "target": [e[2] for e in examples]}), counts
 
 
+def probe_sets(ds: Dataset, index: dict[int, list[str]], train: HFDataset, p: RlParams) -> dict:
+    """The policy probe's fixed next-SID prompts (harness.train.diagnostics): some RL trains on, and train rows
+    whose prompt it never sees (every train row is drawn when ``max_prompts`` is null: no held-out set)."""
+    from harness.train.diagnostics import probe_rows
+
+    drawn = set(train["prompt"])
+    rows = dict.fromkeys((next_sid_prompt(history_sids(r.history, index)), sid_string(index[r.target]))
+                         for r in ds.split("train") if r.target in index)
+    trained = [e for e in rows if e[0] in drawn]
+    held_out = [e for e in rows if e[0] not in drawn]
+    return probe_rows(trained, held_out, p.probe_prompts, p.seed)
+
+
 def make_rollout(tokenizer, trie, g: int):
     """trl rollout_func: constrained beams as the group (prompts arrive repeated G times, in blocks)."""
     from harness.decode.constrained import constrained_beam_search
@@ -93,6 +106,7 @@ def run_rl(p: RlParams, dataset_dir: str | Path, sid_dir: str | Path,
     from harness.console import console
     from harness.decode.constrained import catalogue_trie
     from harness.train.callbacks import RichProgress
+    from harness.train.diagnostics import PolicyProbe, step_diagnostics, summarise
     from harness.train.checkpoints import checkpoint_dir, last_complete_checkpoint
     from harness.train.model import load_model
     from harness.train.sft import _without_timings
@@ -140,6 +154,8 @@ def run_rl(p: RlParams, dataset_dir: str | Path, sid_dir: str | Path,
     trainer = GRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
                           peft_config=peft_config, reward_funcs=make_rewards(parse_sid, p.reward, g),
                           rollout_func=make_rollout(tokenizer, trie, g), callbacks=[RichProgress("rl")])
+    probe = PolicyProbe(tokenizer, trie, probe_sets(ds, index, train, p), p.probe_k, p.probe_every)
+    trainer.add_callback(probe)
     trainer.remove_callback(PrinterCallback)
     result = trainer.train(resume_from_checkpoint=last)  # on failure the checkpoints stay for the next run
     if not trainer.is_world_process_zero():  # a launched run: rank 0 writes the outputs
@@ -158,6 +174,11 @@ def run_rl(p: RlParams, dataset_dir: str | Path, sid_dir: str | Path,
         "base": _sft_base(Path(sft_dir)),  # the weights under the SFT model, carried along for the report
         "mean_reward_first_steps": sum(rewards[:5]) / max(len(rewards[:5]), 1),
         "mean_reward_last_steps": sum(rewards[-5:]) / max(len(rewards[-5:]), 1),
+        "probe_k": p.probe_k,
+        "probe_prompts": {name: len(rows) for name, rows in probe.rows.items()},
+        "probe": probe.records,  # policy HR/NDCG@probe_k on fixed train prompts, before, during and after RL
+        "diagnostics": (diag := step_diagnostics(history, g)),
+        "diagnostics_summary": summarise(diag, probe.records),
         "log_history": history,
     }
     final = trainer.accelerator.unwrap_model(trainer.model)

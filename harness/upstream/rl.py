@@ -116,10 +116,15 @@ def run(p: RlParams, dataset_dir: str | Path, sid_dir: str | Path,
         codes = [run_command(cmd, work / "rl.log")]
         copy_checkpoint(work / "run" / "final_checkpoint", tmp)
         state = trainer_log(work / "run", work / "rl.log")
+        from harness.train.diagnostics import step_diagnostics, summarise
+
+        diagnostics = step_diagnostics(state["log_history"], p.num_generations)
         rewards = [h["reward"] for h in state["log_history"] if "reward" in h]
         n = max(1, len(rewards) // 10)
         log = {"enabled": True, "backend": "upstream", "upstream_commit": record["upstream_checked_out"],
                "reward": p.reward, **state,
+               # what trl logged of reward spread, zero-variance groups, KL and gradient norm (no policy probe)
+               "diagnostics": diagnostics, "diagnostics_summary": summarise(diagnostics, []),
                "mean_reward_first_steps": float(np.mean(rewards[:n])) if rewards else None,
                "mean_reward_last_steps": float(np.mean(rewards[-n:])) if rewards else None}
         write_json(tmp / "training_log.json", log)
