@@ -361,16 +361,24 @@ def recommend(
 
 @app.command()
 def demo(
-    model: Path = typer.Option(Path("models/sft"), "--model", help="model dir"),
+    model: list[Path] = typer.Option([Path("models/sft")], "--model",
+                                     help="model dir; repeat to compare models side by side (--model models/sft "
+                                          "--model models/rl)"),
+    label: list[str] = typer.Option([], "--label", help="one name per --model (default: the folder names)"),
     host: str = typer.Option("127.0.0.1", "--host", help="loopback only: 127.0.0.1, localhost or ::1"),
     port: int = typer.Option(8000, "--port"),
     k: int = typer.Option(10, "-k", "--k", help="default number of recommendations"),
+    dataset: Path = typer.Option(Path("data/dataset"), "--dataset", help="canonical dataset (titles, test rows)"),
+    sids: Path = typer.Option(Path("data/sid"), "--sids",
+                              help="folder with the index.json the models were trained on"),
 ) -> None:
-    """A local web page: type a history, see the Top-K with titles (Ctrl-C stops it)."""
-    from harness.demo import Recommender, serve
+    """A local web page: pick a test user or type a history, see each model's Top-K side by side (Ctrl-C stops it)."""
+    from harness.demo import Comparison
+    from harness.demo_page import serve
 
-    server = _run(lambda: serve(Recommender(model), host, port, k))
-    out.print(f"demo: http://{host}:{server.server_address[1]}/ (model {model}); Ctrl-C to stop", highlight=False)
+    server = _run(lambda: serve(Comparison.load(model, label, dataset, sids), host, port, k))
+    names = ", ".join(str(m) for m in model)
+    out.print(f"demo: http://{host}:{server.server_address[1]}/ (models {names}); Ctrl-C to stop", highlight=False)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

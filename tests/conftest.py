@@ -85,6 +85,11 @@ TINY_MODEL = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_
 def tiny_workdir(tmp_path) -> Path:
     """A working directory laid out as the pipeline's (data/dataset, data/sid/index.json) for running single
     stages with ``harness <stage> --params``: 40 items, 120 users, a deterministic 3-level SID index."""
+    return write_tiny_workdir(tmp_path)
+
+
+def write_tiny_workdir(tmp_path: Path) -> Path:
+    """:func:`tiny_workdir`'s files under ``tmp_path`` (for module-scoped fixtures that train once)."""
     from harness.data.schema import write_dataset
     from harness.data.synthetic import generate
     from harness.params import SyntheticParams
