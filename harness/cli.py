@@ -477,6 +477,44 @@ def _profile_command(name: str) -> list[str]:
     return exp_command(load_profile(name), committed_params(), load_yaml(Path(DEFAULT_PARAMS)))
 
 
+@app.command("record")
+def record_cmd(
+    name: str | None = typer.Argument(None, help="a profile from `harness profile list` (e.g. industrial-cpu)"),
+    data_dir: str | None = typer.Option(None, "--data-dir",
+                                        help="an upstream-format data dir to read instead of the profile's "
+                                             "data.upstream.dir (its files are recorded by md5)"),
+    force: bool = typer.Option(False, "--force", help="run every stage, none restored from DVC's run cache"),
+    table_only: bool = typer.Option(False, "--table-only", help="only regenerate docs/reproductions/README.md"),
+) -> None:
+    """Run a profile as an experiment and keep it in docs/reproductions/NAME/: report, metrics, params changed,
+    dvc.lock, commit, upstream pin, base model, data and predictions md5s, machine and times (clean checkout)."""
+    if table_only:
+        records_cmd()
+        return
+    if name is None:
+        err.print("error: harness record NAME: which profile to record (`harness profile list`)")
+        raise typer.Exit(2)
+    from harness.record import record
+
+    _run(lambda: record(name, Path("."), data_dir, force, say=lambda line: print(line, flush=True)))
+
+
+@app.command("records")
+def records_cmd() -> None:
+    """Regenerate docs/reproductions/README.md from the records and list the stale ones (stage and reason)."""
+    from harness.records import stale_stages, write_index
+
+    root = Path(".").resolve()
+    index, recs = _run(lambda: write_index(root))
+    for folder, rec in recs:
+        stale = _run(lambda rec=rec: stale_stages(rec, root))
+        state = "matches today's code and params" if not stale else "STALE"
+        print(f"{rec.name}: {state}")
+        for stage, reasons in stale.items():
+            print(f"  {stage}: {'; '.join(reasons)}")
+    print(f"{len(recs)} record(s) -> {index.relative_to(root)}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(sys.argv[1:])
 

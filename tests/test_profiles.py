@@ -30,8 +30,8 @@ def _parse(args: list[str]) -> dict:
     return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(args)}
 
 
-SHIPPED = ["embedded", "paper-8gpu", "paper-8gpu-rehearsal", "single-gpu-16gb", "single-gpu-16gb-rehearsal",
-           "smollm2-cpu"]
+SHIPPED = ["embedded", "industrial-cpu", "office-cpu", "paper-8gpu", "paper-8gpu-rehearsal", "single-gpu-16gb",
+           "single-gpu-16gb-rehearsal", "smollm2-cpu"]
 REHEARSALS = {"single-gpu-16gb-rehearsal": "single-gpu-16gb", "paper-8gpu-rehearsal": "paper-8gpu"}
 # What a rehearsal may change of the profile it rehearses: the model's size (no 1.5B weights on a CPU), caps,
 # the data the mirror has, and process counts / DDP where a CPU cannot do what the GPUs would.

@@ -92,6 +92,15 @@ def protocol_differences(targets: Targets, metrics: dict, data: dict, training: 
     return notes
 
 
+def metric_row(key: str, value: float | None, ref: float, tolerance: float) -> dict:
+    """One reproduced figure beside the paper's: Δ, Δ% and whether it is within ``tolerance``."""
+    if value is None:
+        return {"metric": key, "reproduced": None, "paper": ref, "delta": None, "delta_pct": None, "within": None}
+    delta = value - ref
+    return {"metric": key, "reproduced": value, "paper": ref, "delta": delta,
+            "delta_pct": 100 * delta / ref if ref else None, "within": abs(delta) <= tolerance}
+
+
 def paper_comparison(targets: Targets, category: str, metrics: dict, data: dict, training: dict,
                      tolerance: float) -> dict:
     """Reproduced vs paper for the run's category; ``available`` is False (with the reason) when the paper
@@ -103,17 +112,7 @@ def paper_comparison(targets: Targets, category: str, metrics: dict, data: dict,
                           f"{', '.join(paper.categories)}); run on one of those to compare"}
     model = "rl" if metrics.get("rl") is not None else "sft"
     ours, target = metrics[model], paper.categories[category][paper.ours]
-    rows = []
-    for key in METRIC_KEYS:
-        value = ours.get(key)
-        ref = target[key]
-        if value is None:
-            rows.append({"metric": key, "reproduced": None, "paper": ref, "delta": None, "delta_pct": None,
-                         "within": None})
-            continue
-        delta = value - ref
-        rows.append({"metric": key, "reproduced": value, "paper": ref, "delta": delta,
-                     "delta_pct": 100 * delta / ref if ref else None, "within": abs(delta) <= tolerance})
+    rows = [metric_row(key, ours.get(key), target[key], tolerance) for key in METRIC_KEYS]
     return {
         "available": True, "category": category, "model": model, "tolerance": tolerance, "rows": rows,
         "within_all": all(r["within"] for r in rows if r["within"] is not None),
