@@ -14,9 +14,13 @@ repro: $(STAMP) submodule-gitdir
 
 # Two test workers (pytest-xdist), each test file on one worker (module fixtures stay whole): the suite is
 # mostly subprocesses and single-threaded imports, so two workers fit a 2-core machine. TEST_WORKERS=0: serial.
+# Each test process computes on one thread (OMP_NUM_THREADS=1, unless set): two workers whose torch ops each
+# start two OpenMP threads oversubscribe two cores, and on a loaded machine small ops then run tens of times
+# slower (measured here: 555 s vs 13.4 s for the same loop of 16x256 matmuls, two copies at once).
 TEST_WORKERS ?= 2
 test: $(STAMP) submodule-gitdir
-	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} \
+	  $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 install: $(STAMP)
 
