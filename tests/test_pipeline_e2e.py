@@ -345,6 +345,10 @@ def test_rl_with_the_rule_reward(reproduced, tmp_path):
     assert len(log["diagnostics"]) == 4
     for d in log["diagnostics"]:
         assert d["zero_std_groups"] + d["target_groups"] == pytest.approx(1.0), d
+    # the probe only reads the policy: the same run without it trains the same weights, byte for byte
+    run_rl(RlParams(max_prompts=4, num_generations=4, prompts_per_step=1, reward="rule", probe_prompts=0),
+           reproduced / "data/dataset", reproduced / "data/sid", reproduced / "models/sft", tmp_path / "rl0")
+    assert (tmp_path / "rl0/model.safetensors").read_bytes() == (tmp_path / "rl/model.safetensors").read_bytes()
     logged = {k for h in log["log_history"] for k in h}
     assert "rewards/rule/mean" in logged and not any("ndcg_rule" in k for k in logged)
     assert (tmp_path / "rl" / "config.json").is_file()
