@@ -104,3 +104,13 @@ def test_gpu_check_smoke_runs_every_part_and_renders_the_docs_gpu_rows(shared_am
     section = rendered.split(begin)[1].split(end)[0]
     assert "(smoke sizes)" in section and "| 6 × 5 |" in section
     assert "| lora | 2 × 1 |" in section and "| grpo (16 beams) |" in section and "| HR@3 |" in section
+
+
+def test_threads_benchmark_times_both_settings(tmp_path):
+    out = tmp_path / "t.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "threads.py"), "--out", str(out), "--iters", "50"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["copies"] == 2 and len(doc["seconds_1_thread"]) == len(doc["seconds_2_threads"]) == 2
+    assert doc["slowdown_2_vs_1"] == max(doc["seconds_2_threads"]) / max(doc["seconds_1_thread"]) > 0
