@@ -88,7 +88,7 @@ def lock_stages(lock: dict, path: Path, names: list[str]) -> dict[str, dict]:
     stages = lock.get("stages")
     if not isinstance(stages, dict) or not stages:
         raise ParamsError(path, "stages", "no stages in the run's lock file")
-    stages = {n: st for n, st in stages.items() if n in names}
+    stages = {n: stages[n] for n in names if n in stages}  # in dvc.yaml's order
     outs = {name: [o["path"] for o in st.get("outs") or []] for name, st in stages.items()}
 
     def overlaps(a: str, b: str) -> bool:
