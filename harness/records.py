@@ -106,7 +106,7 @@ def load_record(folder: Path) -> Record:
         raise ParamsError(path, "name", f"{rec.name!r} but the folder is {folder.name!r}")
     for name in RECORD_FILES:
         if not (folder / name).is_file():
-            raise ParamsError(path, "name", f"the record lacks {folder / name}")
+            raise HarnessError(f"{folder / name}: missing; every record holds {', '.join(RECORD_FILES)}")
     from harness.dvchash import file_md5
 
     if file_md5(folder / "metrics.json") != rec.outputs.metrics_md5:
