@@ -209,7 +209,17 @@ def test_record_writes_a_complete_record_and_puts_the_workspace_back(recorded):
     assert "| SFT + RL | 0.1200 (0.1586, -24.3%)" in index
 
 
-def test_record_is_fresh_then_names_the_stage_whose_code_or_params_changed(recorded, tmp_path):
+def _records_cli(root: Path, monkeypatch):
+    """`harness records` run in ``root`` (in-process: the same typer app the console script runs)."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    monkeypatch.chdir(root)
+    return CliRunner().invoke(app, ["records"], catch_exceptions=False)
+
+
+def test_record_is_fresh_then_names_the_stage_whose_code_or_params_changed(recorded, tmp_path, monkeypatch):
     root = tmp_path / "tree"
     shutil.copytree(recorded, root, ignore=shutil.ignore_patterns(".git", ".dvc"))
     rec = load_record(root / RECORDS_DIR / "mini")
@@ -223,12 +233,13 @@ def test_record_is_fresh_then_names_the_stage_whose_code_or_params_changed(recor
     (root / "profiles/mini.yaml").write_text(yaml.safe_dump({**MINI, "params": {"sft": {"epochs": 3},
                                                                                "evaluate": {"num_beams": 12}}}))
     assert stale_stages(rec, root)["sft"] == ["sft.epochs 2 -> 3"]
-    r = _sh(root, sys.executable, "-m", "harness.cli", "records")
-    assert "mini: STALE" in r.stdout and "sft: sft.epochs 2 -> 3" in r.stdout
+    r = _records_cli(root, monkeypatch)
+    assert r.exit_code == 0 and "mini: STALE" in r.stdout and "sft: sft.epochs 2 -> 3" in r.stdout
     assert "stale: sft (+2 downstream)" in (root / RECORDS_DIR / "README.md").read_text()
 
 
-def test_a_malformed_record_is_an_error_naming_file_and_key_and_no_table_is_written(recorded, tmp_path):
+def test_a_malformed_record_is_an_error_naming_file_and_key_and_no_table_is_written(recorded, tmp_path,
+                                                                                    monkeypatch):
     records = tmp_path / "records"
     shutil.copytree(recorded / RECORDS_DIR, records)
     doc = json.loads((records / "mini/record.json").read_text())
@@ -246,8 +257,8 @@ def test_a_malformed_record_is_an_error_naming_file_and_key_and_no_table_is_writ
     shutil.copytree(recorded, root, ignore=shutil.ignore_patterns(".git", ".dvc"))
     (root / RECORDS_DIR / "mini/metrics.json").write_text("{}")  # hand-edited figures
     before = (root / RECORDS_DIR / "README.md").read_bytes()
-    r = _sh(root, sys.executable, "-m", "harness.cli", "records", ok=False)
-    assert r.returncode == 2 and "metrics_md5" in r.stderr
+    r = _records_cli(root, monkeypatch)
+    assert r.exit_code == 2 and "metrics_md5" in r.stderr
     assert (root / RECORDS_DIR / "README.md").read_bytes() == before
 
 
