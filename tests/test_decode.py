@@ -149,8 +149,16 @@ def test_sid_decoder_returns_generates_ranked_beams(seed):
     ours = constrained_beam_search(model, tok, prompts, trie, 20, batch_size=5)
     ref = _reference(model, tok, prompts, seqs, 20)
     for r, (ref_seqs, ref_scores) in zip(ours, ref):
-        assert r.sequences == ref_seqs
+        # Rank for rank the same scores; a sequence may trade places only with one whose score it ties (the two
+        # paths sum the same log-probs in a different order, so a near tie can flip on another CPU), and one
+        # missing from the reference's list must tie the reference's last beam (it was cut at the boundary).
         assert r.scores == pytest.approx(ref_scores, abs=1e-4)
+        by_seq = dict(zip(map(tuple, ref_seqs), ref_scores))
+        for seq, score in zip(r.sequences, r.scores):
+            assert score == pytest.approx(by_seq.get(tuple(seq), ref_scores[-1]), abs=1e-4), seq
+        assert len(set(map(tuple, r.sequences))) == len(r.sequences)
+        swapped = [i for i, (a, b) in enumerate(zip(r.sequences, ref_seqs)) if a != b]
+        assert len(swapped) <= len(r.sequences) // 4, swapped  # ties are rare: most ranks agree exactly
 
 
 def test_vectorised_mask_matches_the_per_beam_lookup_on_every_prefix():

@@ -177,9 +177,12 @@ def test_report_sections_plots_and_decoding_comparison(reproduced):
     rl = json.loads((reproduced / "models/rl/training_log.json").read_text())
     steps = rl["global_steps"]  # TINY: 8 prompts, 2 per step; probe before, at step 8 (never reached), after
     assert [r["step"] for r in rl["probe"]] == [0, steps] and set(rl["probe"][0]) == {"step", "trained", "held_out"}
-    assert rl["probe_prompts"] == {"trained": 8, "held_out": 64}  # all 8 RL prompts; 64 of the rest
+    # RL's 8 examples, once each: fewer when two draw the same (prompt, label), which SID collisions make
+    # machine-dependent on TINY's small codebooks; 64 of the train rows whose prompt RL never sees
+    trained = rl["probe_prompts"]["trained"]
+    assert 1 <= trained <= 8 and rl["probe_prompts"]["held_out"] == 64, rl["probe_prompts"]
     assert "### RL diagnostics" in md and "groups held the target" in md and "held out HR@10" in md
-    assert "8 of the prompts RL trains on, and 64 held-out train rows" in md
+    assert f"{trained} of the prompts RL trains on, and 64 held-out train rows" in md
     assert not any(p.get("errors") for plot in shown.values() for p in (plot if isinstance(plot, list) else []))
 
 

@@ -42,3 +42,26 @@ def test_probe_rows_are_fixed_by_the_seed_and_capped():
     assert a["held_out"] == held  # fewer than n: all of them, in order
     assert "held_out" not in probe_rows(trained, [], 4, seed=1)  # every train row drawn: no held-out set
     assert probe_rows(trained, held, 0, seed=1) == {}  # probe_prompts 0 = off
+
+
+def test_probe_sets_take_rl_examples_once_and_hold_out_only_unseen_prompts():
+    """Two train rows with one history but different targets share a prompt: the one RL draws is a trained probe
+    row (once, though drawn twice), the other is neither trained nor held out, since RL sees its prompt."""
+    from datasets import Dataset as HFDataset
+
+    from harness.data.schema import Dataset, Interaction, Item
+    from harness.params import RlParams
+    from harness.prompts import next_sid_prompt
+    from harness.sid.tokens import history_sids, sid_string
+    from harness.train.rl import probe_sets
+
+    index = {i: [f"<a_{i}>", f"<b_{i}>", f"<c_{i}>"] for i in range(6)}
+    rows = [Interaction("u1", (0, 1), 2, "train"), Interaction("u2", (0, 1), 3, "train"),  # one prompt, 2 labels
+            Interaction("u3", (4,), 5, "train"), Interaction("u4", (2,), 4, "train")]
+    ds = Dataset("tiny", [Item(i, f"item {i}") for i in range(6)], rows)
+    prompt = {r.user: next_sid_prompt(history_sids(r.history, index)) for r in rows}
+    label = {r.user: sid_string(index[r.target]) for r in rows}
+    train = HFDataset.from_dict({"prompt": [prompt["u1"]] * 2, "target": [label["u1"]] * 2})
+    sets = probe_sets(ds, index, train, RlParams(probe_prompts=64))
+    assert sets == {"trained": [(prompt["u1"], label["u1"])],
+                    "held_out": [(prompt["u3"], label["u3"]), (prompt["u4"], label["u4"])]}

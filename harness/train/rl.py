@@ -56,11 +56,14 @@ def probe_sets(ds: Dataset, index: dict[int, list[str]], train: HFDataset, p: Rl
     whose prompt it never sees (every train row is drawn when ``max_prompts`` is null: no held-out set)."""
     from harness.train.diagnostics import probe_rows
 
-    drawn = set(train["prompt"])
     rows = dict.fromkeys((next_sid_prompt(history_sids(r.history, index)), sid_string(index[r.target]))
                          for r in ds.split("train") if r.target in index)
-    trained = [e for e in rows if e[0] in drawn]
-    held_out = [e for e in rows if e[0] not in drawn]
+    # ``trained``: exactly RL's own next-SID examples, (prompt, label) pairs, once each. Several train rows can
+    # share a prompt (equal histories, or histories whose SIDs collide) with other labels; those are neither
+    # trained on as such nor held out, since RL sees their prompt.
+    trained = [e for e in dict.fromkeys(zip(train["prompt"], train["target"])) if e in rows]
+    seen = set(train["prompt"])
+    held_out = [e for e in rows if e[0] not in seen]
     return probe_rows(trained, held_out, p.probe_prompts, p.seed)
 
 
