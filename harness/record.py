@@ -264,6 +264,8 @@ def record(name: str, root: Path = Path("."), data_dir: str | None = None, force
             md5 = _md5_or_none(model_dir / "predictions.json")
             if md5:
                 predictions[model_dir.name] = md5
+        metrics_md5 = _md5_or_none(root / METRICS)
+        regen = regeneration(target / RECORD_FILE, metrics_md5, predictions)
         rec = Record.model_validate({
             "schema_version": SCHEMA, "name": name, "profile": profile.name, "description": profile.description,
             "overrides": overrides,
@@ -274,8 +276,8 @@ def record(name: str, root: Path = Path("."), data_dir: str | None = None, force
             "git": {k: gitrec[k] for k in ("harness_commit", "harness_dirty", "upstream_pinned",
                                            "upstream_checked_out", "upstream_matches_pin")},
             "data": data_rec, "base_model": _base_model(root), "machine": machine,
-            "outputs": {"metrics_md5": _md5_or_none(root / METRICS), "predictions": predictions},
-            "stage_runs": stage_runs, "stages": stages,
+            "outputs": {"metrics_md5": metrics_md5, "predictions": predictions},
+            "stage_runs": stage_runs, "stages": stages, "regenerated": regen,
         })
         with atomic_dir(target) as tmp:
             for rel in REPORT_FILES:
@@ -297,9 +299,37 @@ def record(name: str, root: Path = Path("."), data_dir: str | None = None, force
             "until `dvc checkout` or `make repro`)")
     if left:
         say(f"record {name}: new files the run wrote, not in the commit (left in place): {_some(left)}")
+    if rec.regenerated:
+        say(f"record {name}: {regeneration_line(rec.regenerated)}")
     index, _ = write_index(root)
     say(f"record {name}: {target.relative_to(root)}/ ({wall:.0f} s), table {index.relative_to(root)}")
     return target
+
+
+def regeneration(previous: Path, metrics_md5: str | None, predictions: dict[str, str]) -> dict | None:
+    """How this run's outputs compare with the record it replaces (``previous``: its record.json), or None when
+    there is none. Read leniently: an earlier record of another schema still has its commit and md5s."""
+    import json
+
+    try:
+        old = json.loads(previous.read_text(encoding="utf-8"))
+        commit, date, outputs = old["git"]["harness_commit"], old["date"], old["outputs"]
+        old_preds = dict(outputs.get("predictions") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    same = sorted(m for m, md5 in predictions.items() if old_preds.get(m) == md5)
+    return {"previous_commit": commit, "previous_date": date,
+            "metrics_identical": metrics_md5 is not None and outputs.get("metrics_md5") == metrics_md5,
+            "predictions_identical": same, "predictions_differ": sorted((set(predictions) | set(old_preds)) - set(same))}
+
+
+def regeneration_line(r) -> str:
+    """One sentence on a regeneration, for the console and the record's page."""
+    what = ("identical `metrics.json`" if r.metrics_identical else "a different `metrics.json`")
+    preds = (f"identical predictions ({', '.join(r.predictions_identical)})" if r.predictions_identical else "")
+    differ = (f"different predictions ({', '.join(r.predictions_differ)})" if r.predictions_differ else "")
+    return (f"regenerated over the record of commit `{r.previous_commit[:12]}` ({r.previous_date}): "
+            + ", ".join(x for x in (what, preds, differ) if x) + " (md5s)")
 
 
 def _data_step(rec: Record) -> list[str]:
@@ -333,7 +363,8 @@ def record_page(rec: Record, folder: Path, targets_path: Path) -> str:
     lines += ["", f"Model: {model_label(rec)}. Protocol: {', '.join(protocol_labels(rec, folder, paper_beams))}.", "",
               "## Regenerate", "",
               "```", f"git checkout {rec.git.harness_commit[:12]}", *_data_step(rec), rec.command, "```", "",
-              "A regeneration matches when its `metrics.json` and predictions have the md5s below.", "",
+              "A regeneration matches when its `metrics.json` and predictions have the md5s below."
+              + (f" This run {regeneration_line(rec.regenerated)}." if rec.regenerated else ""), "",
               "## Run", "",
               f"- machine: {m.get('cpu_model')}, {m.get('cpu_count')} cores, {m.get('memory_gib')} GiB, {gpu}; load "
               f"average {m.get('load_average_before')} before the run, {m.get('load_average_after')} after "

@@ -65,6 +65,16 @@ class Outputs(_Strict):
     predictions: dict[str, str]  # model -> md5 of reports/eval/<model>/predictions.json
 
 
+class Regeneration(_Strict):
+    """A record written over an earlier one of the same name: did the run give the same bytes?"""
+
+    previous_commit: str
+    previous_date: str
+    metrics_identical: bool
+    predictions_identical: list[str]  # models whose predictions.json md5 is the earlier record's
+    predictions_differ: list[str]  # models whose md5 differs, or that only one of the two records has
+
+
 class Record(_Strict):
     schema_version: int
     name: str
@@ -83,6 +93,7 @@ class Record(_Strict):
     outputs: Outputs
     stage_runs: dict[str, StageRun]
     stages: dict[str, Stage]
+    regenerated: Regeneration | None = None  # set when this run replaced an earlier record of the same name
 
 
 def load_record(folder: Path) -> Record:

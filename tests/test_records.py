@@ -275,3 +275,33 @@ def test_record_refuses_a_dirty_checkout_an_unknown_profile_and_a_data_dir_for_s
         record("nope", recorded, say=lambda line: None)
     with pytest.raises(HarnessError, match="--data-dir: profile mini reads data.source 'synthetic'"):
         record("mini", recorded, data_dir="elsewhere", say=lambda line: None)
+
+
+def test_a_record_written_over_an_earlier_one_says_whether_its_outputs_are_identical(recorded, tmp_path):
+    """`harness record NAME` again, every stage forced to run: the same bytes, said in the console, the record and
+    its page; then a profile change that moves the metrics is reported as different, model by model."""
+    root = tmp_path / "again"
+    shutil.copytree(recorded, root)
+    _sh(root, "git", "add", "-A")
+    _sh(root, "git", "commit", "-qm", "the first record")
+    first = load_record(root / RECORDS_DIR / "mini")
+    assert first.regenerated is None  # nothing to compare the first one with
+    r = _sh(root, sys.executable, "-m", "harness.cli", "record", "mini", "--force")
+    rec = load_record(root / RECORDS_DIR / "mini")
+    assert rec.forced and {s.status for s in rec.stage_runs.values()} == {"ran"}
+    regen = rec.regenerated
+    assert regen.previous_commit == first.git.harness_commit and regen.previous_date == first.date
+    assert regen.metrics_identical and regen.predictions_identical == ["rl", "sft"] and regen.predictions_differ == []
+    line = f"regenerated over the record of commit `{first.git.harness_commit[:12]}`"
+    assert line in r.stdout and "identical `metrics.json`" in r.stdout
+    assert line in (root / RECORDS_DIR / "mini/README.md").read_text()
+
+    (root / "profiles/mini.yaml").write_text(yaml.safe_dump({**MINI, "params": {"sft": {"epochs": 2},
+                                                                               "evaluate": {"num_beams": 11}}}))
+    _sh(root, "git", "add", "-A")
+    _sh(root, "git", "commit", "-qm", "11 beams")
+    r = _sh(root, sys.executable, "-m", "harness.cli", "record", "mini")
+    regen = load_record(root / RECORDS_DIR / "mini").regenerated
+    assert not regen.metrics_identical and "a different `metrics.json`" in r.stdout
+    assert regen.predictions_differ == ["rl", "sft"] and regen.predictions_identical == []  # 11 beams, not 12
+    assert "different predictions (rl, sft)" in r.stdout
