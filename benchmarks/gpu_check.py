@@ -81,7 +81,7 @@ SMOKE = Sizes(
               "--rl-prompt-len", "16", "--steps", "1", "--batch", "2", "--grad-acc", "1", "--dtype", "float32"],
     smollm2={"sft": {"max_steps": 1, "batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 64,
                      "tasks": {"next_sid": True, "title_to_sid": False, "sid_to_title": False}},
-             "rl": {"max_prompts": 1, "num_generations": 2, "prompts_per_step": 1},
+             "rl": {"max_prompts": 1, "num_generations": 2, "prompts_per_step": 1, "probe_prompts": 2},
              "evaluate": {"max_rows": 2, "num_beams": 3, "batch_size": 2, "unconstrained_rows": 1}},
     split_rows=24,
     tiny_base=True,

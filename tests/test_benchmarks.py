@@ -44,13 +44,13 @@ def test_training_memory_benchmark_runs_every_mode_with_the_stage_settings(tmp_p
 def test_scale_benchmark_evaluates_every_row_and_audits(tmp_path):
     out = tmp_path / "s.json"
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--out", str(out),
-                        "--eval-rows", "40", "120", "--beams", "5", "--audit-interactions", "3000"],
+                        "--eval-rows", "16", "48", "--beams", "5", "--audit-interactions", "2000"],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(out.read_text())
-    assert [e["rows"] for e in doc["evaluate"]] == [40, 120] and doc["rows_ratio"] == 3
+    assert [e["rows"] for e in doc["evaluate"]] == [16, 48] and doc["rows_ratio"] == 3
     assert all(e["peak_rss_mib"] >= e["rss_before_mib"] > 0 and e["predictions_mib"] > 0 for e in doc["evaluate"])
-    assert doc["audit"][0]["interactions"] == 3000 and doc["audit"][0]["seconds"] > 0
+    assert doc["audit"][0]["interactions"] == 2000 and doc["audit"][0]["seconds"] > 0
 
 
 def test_gpu_check_smoke_runs_every_part_and_renders_the_docs_gpu_rows(shared_amazon, tmp_path):

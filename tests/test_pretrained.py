@@ -44,7 +44,7 @@ def test_smollm2_lora_sft_then_grpo(stage_dirs):
     assert 0 < log["trainable_parameters"] < log["parameters"] / 10
     saved = stage_dirs / "sft-lora"
     assert not (saved / "adapter_config.json").exists()  # adapters merged: a plain HF folder
-    rl = run_rl(RlParams(max_prompts=2, num_generations=4, prompts_per_step=1), stage_dirs / "dataset",
+    rl = run_rl(RlParams(max_prompts=2, num_generations=4, prompts_per_step=1, probe_prompts=2), stage_dirs / "dataset",
                 stage_dirs / "sid", saved, stage_dirs / "rl")
     assert rl["global_steps"] == 2 and (stage_dirs / "rl" / "config.json").is_file()
 

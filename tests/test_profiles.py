@@ -36,8 +36,8 @@ REHEARSALS = {"single-gpu-16gb-rehearsal": "single-gpu-16gb", "paper-8gpu-rehear
 # What a rehearsal may change of the profile it rehearses: the model's size (no 1.5B weights on a CPU), caps,
 # the data the mirror has, and process counts / DDP where a CPU cannot do what the GPUs would.
 REHEARSAL_KNOBS = re.compile(r"data\.upstream\.valid_as_train|embed\.max_length|sft\.(max_steps|max_examples|num_processes)|"
-                             r"sft\.model\..*|rl\.(max_prompts|num_processes|distributed)|"
-                             r"evaluate\.(max_rows|unconstrained_rows|num_processes)")
+                             r"sft\.model\..*|rl\.(max_prompts|probe_prompts|num_processes|distributed)|"
+                             r"evaluate\.(max_rows|unconstrained_rows|exact_rows|num_processes)")
 
 
 def test_the_shipped_profiles():
