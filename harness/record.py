@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.errors import HarnessError, ParamsError
-from harness.records import RECORD_FILE, RECORDS_DIR, SCHEMA, Record, dvc_yaml_stages, write_index
+from harness.records import RECORD_FILE, RECORDS_DIR, SCHEMA, Record, Regeneration, dvc_yaml_stages, write_index
 
 REPORT_FILES = ("reports/report.md", "reports/report.html")
 PLOTS = "reports/plots"
@@ -320,10 +320,11 @@ def regeneration(previous: Path, metrics_md5: str | None, predictions: dict[str,
     same = sorted(m for m, md5 in predictions.items() if old_preds.get(m) == md5)
     return {"previous_commit": commit, "previous_date": date,
             "metrics_identical": metrics_md5 is not None and outputs.get("metrics_md5") == metrics_md5,
-            "predictions_identical": same, "predictions_differ": sorted((set(predictions) | set(old_preds)) - set(same))}
+            "predictions_identical": same,
+            "predictions_differ": sorted((set(predictions) | set(old_preds)) - set(same))}
 
 
-def regeneration_line(r) -> str:
+def regeneration_line(r: Regeneration) -> str:
     """One sentence on a regeneration, for the console and the record's page."""
     what = ("identical `metrics.json`" if r.metrics_identical else "a different `metrics.json`")
     preds = (f"identical predictions ({', '.join(r.predictions_identical)})" if r.predictions_identical else "")

@@ -177,10 +177,18 @@ def test_report_sections_plots_and_decoding_comparison(reproduced):
     rl = json.loads((reproduced / "models/rl/training_log.json").read_text())
     steps = rl["global_steps"]  # TINY: 8 prompts, 2 per step; probe before, at step 8 (never reached), after
     assert [r["step"] for r in rl["probe"]] == [0, steps] and set(rl["probe"][0]) == {"step", "trained", "held_out"}
-    # RL's 8 examples, once each: fewer when two draw the same (prompt, label), which SID collisions make
+    # RL's own 8 examples, each (prompt, label) once: fewer when two draws share both, which SID collisions make
     # machine-dependent on TINY's small codebooks; 64 of the train rows whose prompt RL never sees
-    trained = rl["probe_prompts"]["trained"]
-    assert 1 <= trained <= 8 and rl["probe_prompts"]["held_out"] == 64, rl["probe_prompts"]
+    from harness.data.schema import read_dataset
+    from harness.params import RlParams
+    from harness.sid.index import read_index_json
+    from harness.train.rl import rl_examples
+
+    ds = read_dataset(reproduced / "data/dataset")
+    index = read_index_json(reproduced / "data/sid/index.json", len(ds.items))
+    drawn, _ = rl_examples(ds, index, RlParams(**yaml.safe_load((reproduced / "params.yaml").read_text())["rl"]))
+    trained = len(dict.fromkeys(zip(drawn["prompt"], drawn["target"])))
+    assert len(drawn) == 8 and rl["probe_prompts"] == {"trained": trained, "held_out": 64}
     assert "### RL diagnostics" in md and "groups held the target" in md and "held out HR@10" in md
     assert f"{trained} of the prompts RL trains on, and 64 held-out train rows" in md
     assert not any(p.get("errors") for plot in shown.values() for p in (plot if isinstance(plot, list) else []))
